@@ -1,0 +1,63 @@
+"""Shared fixtures. Everything runs offline on CPU (HF_HUB_OFFLINE=1)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "data" / "raw"
+LABELLED = RAW / "labeled" / "claude_multilingual.jsonl"
+UPSTREAM = RAW / "parallelprompt"
+
+
+@pytest.fixture(scope="session")
+def labelled_rows() -> list[dict]:
+    return [json.loads(line) for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, labelled_rows) -> Path:
+    """A random-weight Qwen2 (2 layers, 64 wide, head size 32) with a BPE tokenizer
+    trained on our prompts and gold completions, ChatML chat template, eos <|im_end|>."""
+    from data_prep.formatting import SYSTEM_PROMPT, format_completion
+    from data_prep.schema import Record
+    from models.tiny import build_tiny_model
+
+    records = [Record.model_validate(r) for r in labelled_rows]
+    texts = [SYSTEM_PROMPT] + [r.prompt for r in records] + [format_completion(r) for r in records]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"), texts, architecture="qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def built_default(tmp_path_factory):
+    """The default data config built once into a temporary folder."""
+    from data_prep.config import load_data_config
+    from data_prep.pipeline import build, write_outputs
+
+    out = tmp_path_factory.mktemp("data") / "default"
+    cfg = load_data_config(ROOT / "configs" / "data" / "default.yaml", {"output_dir": str(out)})
+    cwd = os.getcwd()
+    os.chdir(ROOT)  # the config's source paths are relative to the repository root
+    try:
+        result = build(cfg)
+        summary = write_outputs(result, cfg, out)
+    finally:
+        os.chdir(cwd)
+    return out, result, summary

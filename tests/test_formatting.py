@@ -1,0 +1,89 @@
+"""The one output format: round trip, SFT record shape, chat template, and agreement
+with the JSON Schema that constrained decoding compiles (llguidance)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from data_prep.formatting import (
+    SYSTEM_PROMPT,
+    format_completion,
+    parse_completion,
+    prompt_messages,
+    sft_example,
+)
+from data_prep.schema import DECOMPOSITION_FIELDS, Record, output_json_schema
+
+
+@pytest.fixture(scope="module")
+def records(labelled_rows):
+    return [Record.model_validate(r) for r in labelled_rows]
+
+
+def test_round_trip(records):
+    for rec in records:
+        text = format_completion(rec)
+        assert list(json.loads(text)) == list(DECOMPOSITION_FIELDS)
+        fields = parse_completion(text)
+        assert Record.model_validate({**rec.model_dump(), **fields}) == rec
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [("{not json", "not valid JSON"), ("[1, 2]", "not an object"), ('{"parallelizable": false, "x": 1}', "unknown keys")],
+)
+def test_parse_errors_are_clear(text, reason):
+    with pytest.raises(ValueError, match=reason):
+        parse_completion(text)
+
+
+def test_sft_example_is_conversational_prompt_completion(records):
+    ex = sft_example(records[0])
+    assert ex["prompt"] == prompt_messages(records[0].prompt)
+    assert ex["prompt"][0] == {"role": "system", "content": SYSTEM_PROMPT}
+    assert ex["completion"] == [{"role": "assistant", "content": format_completion(records[0])}]
+    assert json.loads(ex["record"])["id"] == records[0].id
+
+
+def test_chat_template_prompt_is_prefix_of_full_conversation(records, tiny_tokenizer):
+    """TRL masks the loss to the completion by tokenising prompt and prompt+completion;
+    the split only works if one is a prefix of the other, with <|im_end|> in the completion."""
+    ex = sft_example(records[1])
+    prompt_ids = tiny_tokenizer.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False)
+    full_ids = tiny_tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True, return_dict=False)
+    assert full_ids[: len(prompt_ids)] == prompt_ids
+    assert tiny_tokenizer.eos_token_id in full_ids[len(prompt_ids):]
+
+
+def test_every_gold_completion_is_accepted_by_the_grammar(records, tiny_tokenizer):
+    import llguidance
+    import llguidance.hf
+
+    lltok = llguidance.hf.from_tokenizer(tiny_tokenizer)
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(output_json_schema(), defaults={"whitespace_flexible": False})
+    for rec in records:
+        matcher = llguidance.LLMatcher(lltok, grammar)
+        ids = tiny_tokenizer.encode(format_completion(rec), add_special_tokens=False)
+        assert matcher.try_consume_tokens(ids) == len(ids), (rec.id, matcher.get_error())
+        assert matcher.consume_token(tiny_tokenizer.eos_token_id) and matcher.is_accepting(), rec.id
+
+
+def test_grammar_rejects_invalid_outputs(tiny_tokenizer):
+    import llguidance
+    import llguidance.hf
+
+    lltok = llguidance.hf.from_tokenizer(tiny_tokenizer)
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(output_json_schema(), defaults={"whitespace_flexible": False})
+    bad = [
+        '{"parallelizable":true,"category":"poetry"',  # not a category
+        '{"parallelizable":true,"category":"other","template":"x {data}","context":null,"data":["only one"]',
+        '{"parallelizable":true,"category":"other","template":"x","context":null,"data":null,"n":1',
+        '{"parallelizable":false,"category":"other"',
+    ]
+    for text in bad:
+        matcher = llguidance.LLMatcher(lltok, grammar)
+        ids = tiny_tokenizer.encode(text, add_special_tokens=False)
+        consumed = matcher.try_consume_tokens(ids)
+        assert consumed < len(ids) or not matcher.consume_token(tiny_tokenizer.eos_token_id), text
