@@ -5,7 +5,7 @@
 Writes into the output folder (atomically): `sft/` (a `datasets.DatasetDict` with
 train / validation / test, conversational prompt/completion columns for TRL),
 `{split}.jsonl` (the schema records, the gold labels for evaluation),
-`dropped.jsonl` (every dropped record with its reason), `summary.md` / `summary.json`.
+`dropped.jsonl` (every dropped record with its reason), `summary.md` / `.json` / `.png`.
 """
 
 from __future__ import annotations

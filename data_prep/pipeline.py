@@ -19,6 +19,7 @@ from data_prep.dedup import find_duplicates
 from data_prep.formatting import FORMAT_VERSION, sft_example
 from data_prep.langid import detect_record_language
 from data_prep.loaders import load_source
+from data_prep.plots import plot_summary
 from data_prep.repair import repair
 from data_prep.schema import Record, errors, parse_record
 
@@ -43,6 +44,7 @@ class BuildResult:
     warnings: Counter = field(default_factory=Counter)
     loaded: Counter = field(default_factory=Counter)  # by source
     languages_detected: int = 0
+    records_repaired: int = 0
 
 
 def collect(cfg: DataConfig) -> tuple[list[Record], BuildResult]:
@@ -62,9 +64,9 @@ def collect(cfg: DataConfig) -> tuple[list[Record], BuildResult]:
             fields = raw.fields
             source = str(fields.get("source") or src.kind)
             result.loaded[source] += 1
+            notes: list[str] = []
             if src.repair:
                 fields, notes = repair(fields, upstream=raw.upstream)
-                result.repairs.update(notes)
             if fields.get("language") is None and isinstance(fields.get("prompt"), str):
                 fields = {**fields, "language": detect_record_language(fields)}
                 result.languages_detected += 1
@@ -78,6 +80,8 @@ def collect(cfg: DataConfig) -> tuple[list[Record], BuildResult]:
                 result.dropped.append(Dropped(rec.id, raw.origin, source, "validate", "duplicate_id", f"id {rec.id!r} already used"))
                 continue
             seen_ids.add(rec.id)
+            result.repairs.update(notes)
+            result.records_repaired += bool(notes)
             result.warnings.update(v.rule for v in violations)
             records.append(rec)
     return records, result
@@ -156,6 +160,7 @@ def summary(result: BuildResult, cfg: DataConfig) -> dict[str, Any]:
         "by_source": table(lambda r: r.source),
         "dropped_by_reason": dict(Counter(f"{d.stage}: {d.reason}" for d in result.dropped).most_common()),
         "dropped_by_source": dict(Counter(d.source for d in result.dropped).most_common()),
+        "records_repaired": result.records_repaired,
         "repairs": dict(result.repairs.most_common()),
         "warnings": dict(result.warnings.most_common()),
     }
@@ -180,7 +185,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
     md_table("By source", s["by_source"])
     lines.extend(["## Dropped records by reason", "", "| stage: reason | count |", "|---|---:|"])
     lines += [f"| {k} | {v} |" for k, v in s["dropped_by_reason"].items()] or ["| (none) | 0 |"]
-    lines.extend(["", "## Repairs applied (records kept after repair)", "", "| repair | count |", "|---|---:|"])
+    lines.extend(["", f"## Repairs applied ({s['records_repaired']} kept records repaired)", "", "| repair | count |", "|---|---:|"])
     lines += [f"| {k} | {v} |" for k, v in s["repairs"].items()] or ["| (none) | 0 |"]
     if s["warnings"]:
         lines.extend(["", "## Warnings on kept records", "", "| rule | count |", "|---|---:|"])
@@ -209,6 +214,7 @@ def write_outputs(result: BuildResult, cfg: DataConfig, output_dir: str | Path) 
         s = summary(result, cfg)
         (tmp / "summary.json").write_text(json.dumps(s, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "summary.md").write_text(summary_markdown(s), encoding="utf-8")
+        plot_summary(s, tmp / "summary.png")
         (tmp / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n", encoding="utf-8")
         old = output_dir.with_name(f".{output_dir.name}.old")
         if old.exists():
