@@ -21,6 +21,12 @@ class SourceConfig(_Strict):
     limit: int | None = Field(default=None, ge=1)  # hub only
     repair: bool = True
 
+    @model_validator(mode="after")
+    def _hub_options_only_for_hub(self) -> SourceConfig:
+        if self.kind != "parallelprompt_hub" and (self.split is not None or self.limit is not None):
+            raise ValueError(f"split and limit apply to kind parallelprompt_hub only, not {self.kind}")
+        return self
+
 
 class DedupConfig(_Strict):
     near_threshold: float = Field(default=0.85, gt=0.0, le=1.0)

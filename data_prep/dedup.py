@@ -9,6 +9,7 @@ kept, so list the most trusted source first in the data config.
 from __future__ import annotations
 
 import hashlib
+
 from datasketch import MinHash, MinHashLSH
 
 

@@ -12,8 +12,7 @@ FORMAT_VERSION = "json-v1"
 
 SYSTEM_PROMPT = (
     "You split a chatbot prompt into independent subtasks when it holds them.\n"
-    "Reply with one JSON object and nothing else, with keys in this order: "
-    + ", ".join(DECOMPOSITION_FIELDS) + ".\n"
+    "Reply with one JSON object and nothing else, with keys in this order: " + ", ".join(DECOMPOSITION_FIELDS) + ".\n"
     "- parallelizable: true only if the prompt asks for two or more outputs of the same kind that "
     "separate model calls can each produce from the template, the shared context and one item, "
     "with no output depending on another. When unsure, false; then every other key is null.\n"

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,7 +127,9 @@ def load_parallelprompt_json(path: str | Path) -> tuple[list[RawRecord], list[Lo
                 problems.append(LoadProblem(origin, f"item is a JSON {type(item).__name__}, not an object"))
                 continue
             rid = f"pp-{subset}-{file.stem}-{i:05d}"
-            records.append(RawRecord(_upstream_fields(item, category=category, source=source, rid=rid), origin, upstream=True))
+            records.append(
+                RawRecord(_upstream_fields(item, category=category, source=source, rid=rid), origin, upstream=True)
+            )
     return records, problems
 
 
@@ -207,10 +208,3 @@ def _existing(path: str | Path) -> Path:
     if not path.exists():
         raise DataFormatError(f"data source not found: {path}")
     return path
-
-
-def iter_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)

@@ -77,7 +77,9 @@ def collect(cfg: DataConfig) -> tuple[list[Record], BuildResult]:
                 result.dropped.append(Dropped(raw.id, raw.origin, source, "validate", errs[0].rule, detail))
                 continue
             if rec.id in seen_ids:
-                result.dropped.append(Dropped(rec.id, raw.origin, source, "validate", "duplicate_id", f"id {rec.id!r} already used"))
+                result.dropped.append(
+                    Dropped(rec.id, raw.origin, source, "validate", "duplicate_id", f"id {rec.id!r} already used")
+                )
                 continue
             seen_ids.add(rec.id)
             result.repairs.update(notes)
@@ -98,7 +100,9 @@ def deduplicate(records: list[Record], cfg: DataConfig) -> tuple[list[Record], l
     for i, rec in enumerate(records):
         if i in dups:
             kind, j = dups[i]
-            dropped.append(Dropped(rec.id, rec.id, rec.source, "dedup", f"{kind}_duplicate", f"duplicate of {records[j].id}"))
+            dropped.append(
+                Dropped(rec.id, rec.id, rec.source, "dedup", f"{kind}_duplicate", f"duplicate of {records[j].id}")
+            )
         else:
             kept.append(rec)
     return kept, dropped
@@ -169,11 +173,16 @@ def summary(result: BuildResult, cfg: DataConfig) -> dict[str, Any]:
 def summary_markdown(s: dict[str, Any]) -> str:
     splits = list(s["split_sizes"])
     lines = [f"# Data summary: `{s['config']}`", ""]
-    lines += [f"Loaded by source: {', '.join(f'{k} {v}' for k, v in s['loaded_by_source'].items())}; "
-              f"languages detected for {s['languages_detected']} records without one.", ""]
+    lines += [
+        f"Loaded by source: {', '.join(f'{k} {v}' for k, v in s['loaded_by_source'].items())}; "
+        f"languages detected for {s['languages_detected']} records without one.",
+        "",
+    ]
 
     def md_table(title: str, rows: dict[str, dict[str, int]]) -> None:
-        lines.extend([f"## {title}", "", "| | " + " | ".join(splits) + " | total |", "|---|" + "---:|" * (len(splits) + 1)])
+        lines.extend(
+            [f"## {title}", "", "| | " + " | ".join(splits) + " | total |", "|---|" + "---:|" * (len(splits) + 1)]
+        )
         for name, counts in rows.items():
             values = [counts.get(sp, 0) for sp in splits]
             lines.append(f"| {name} | " + " | ".join(map(str, values)) + f" | {sum(values)} |")
@@ -185,7 +194,15 @@ def summary_markdown(s: dict[str, Any]) -> str:
     md_table("By source", s["by_source"])
     lines.extend(["## Dropped records by reason", "", "| stage: reason | count |", "|---|---:|"])
     lines += [f"| {k} | {v} |" for k, v in s["dropped_by_reason"].items()] or ["| (none) | 0 |"]
-    lines.extend(["", f"## Repairs applied ({s['records_repaired']} kept records repaired)", "", "| repair | count |", "|---|---:|"])
+    lines.extend(
+        [
+            "",
+            f"## Repairs applied ({s['records_repaired']} kept records repaired)",
+            "",
+            "| repair | count |",
+            "|---|---:|",
+        ]
+    )
     lines += [f"| {k} | {v} |" for k, v in s["repairs"].items()] or ["| (none) | 0 |"]
     if s["warnings"]:
         lines.extend(["", "## Warnings on kept records", "", "| rule | count |", "|---|---:|"])
@@ -202,9 +219,9 @@ def write_outputs(result: BuildResult, cfg: DataConfig, output_dir: str | Path) 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
-        dsd = datasets.DatasetDict({
-            split: datasets.Dataset.from_list([sft_example(r) for r in recs]) for split, recs in result.splits.items()
-        })
+        dsd = datasets.DatasetDict(
+            {split: datasets.Dataset.from_list([sft_example(r) for r in recs]) for split, recs in result.splits.items()}
+        )
         dsd.save_to_disk(str(tmp / "sft"))
         for split, recs in result.splits.items():
             with open(tmp / f"{split}.jsonl", "w", encoding="utf-8") as f:

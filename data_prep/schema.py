@@ -98,21 +98,43 @@ def _check_template(rec: Record) -> list[Violation]:
     try:
         fields = template_fields(template)
     except ValueError as err:
-        return [Violation("rule5.braces", f"template is not a valid format string ({err}); literal braces must be doubled")]
+        return [
+            Violation("rule5.braces", f"template is not a valid format string ({err}); literal braces must be doubled")
+        ]
     for field in fields:
         if field not in PLACEHOLDERS:
             shown = "{" + field + "}"
             if field in ("n", "count"):
-                out.append(Violation("rule5.count_placeholder", f"template has a count placeholder {shown}; it must ask for ONE output"))
+                out.append(
+                    Violation(
+                        "rule5.count_placeholder",
+                        f"template has a count placeholder {shown}; it must ask for ONE output",
+                    )
+                )
             else:
-                out.append(Violation("rule5.unknown_placeholder", f"template has placeholder {shown}; only {{context}} and {{data}} are allowed"))
+                out.append(
+                    Violation(
+                        "rule5.unknown_placeholder",
+                        f"template has placeholder {shown}; only {{context}} and {{data}} are allowed",
+                    )
+                )
     n_data, n_ctx = fields.count("data"), fields.count("context")
     if rec.data is not None and n_data != 1:
-        out.append(Violation("rule5.data_placeholder", f"template must contain {{data}} exactly once when data is set (found {n_data})"))
+        out.append(
+            Violation(
+                "rule5.data_placeholder",
+                f"template must contain {{data}} exactly once when data is set (found {n_data})",
+            )
+        )
     if rec.data is None and n_data:
         out.append(Violation("rule5.data_placeholder", "template contains {data} but data is null"))
     if rec.context is not None and n_ctx != 1:
-        out.append(Violation("rule5.context_placeholder", f"template must contain {{context}} exactly once when context is set (found {n_ctx})"))
+        out.append(
+            Violation(
+                "rule5.context_placeholder",
+                f"template must contain {{context}} exactly once when context is set (found {n_ctx})",
+            )
+        )
     if rec.context is None and n_ctx:
         out.append(Violation("rule5.context_placeholder", "template contains {context} but context is null"))
     return out
@@ -137,7 +159,9 @@ def check_record(record: Record | dict[str, Any]) -> list[Violation]:
     if not rec.parallelizable:  # rule 2
         set_fields = [f for f in DECOMPOSITION_FIELDS[1:] if getattr(rec, f) is not None]
         if set_fields:
-            out.append(Violation("rule2.negative_nulls", f"parallelizable is false but {', '.join(set_fields)} not null"))
+            out.append(
+                Violation("rule2.negative_nulls", f"parallelizable is false but {', '.join(set_fields)} not null")
+            )
         return out
 
     if rec.category is None:  # rule 4 (the enum itself is checked by the type)
@@ -160,12 +184,23 @@ def check_record(record: Record | dict[str, Any]) -> list[Violation]:
         if not rec.context.strip():
             out.append(Violation("rule6.context_empty", "context is empty; use null when nothing is shared"))
         elif rec.context not in rec.prompt:
-            out.append(Violation("rule6.context_verbatim", f"context is not a verbatim substring of the prompt: {_short(rec.context)!r}"))
+            out.append(
+                Violation(
+                    "rule6.context_verbatim",
+                    f"context is not a verbatim substring of the prompt: {_short(rec.context)!r}",
+                )
+            )
     if rec.data is not None:  # rule 7: verbatim unless a minimal paraphrase, so only a warning
         loose_prompt = normalize_space(rec.prompt).casefold()
         for i, item in enumerate(rec.data):
             if item.strip() and normalize_space(item).casefold() not in loose_prompt:
-                out.append(Violation("rule7.item_verbatim", f"data[{i}] is not copied from the prompt (allowed only as a minimal paraphrase): {_short(item)!r}", "warning"))
+                out.append(
+                    Violation(
+                        "rule7.item_verbatim",
+                        f"data[{i}] is not copied from the prompt (allowed only as a minimal paraphrase): {_short(item)!r}",
+                        "warning",
+                    )
+                )
     return out
 
 
@@ -232,12 +267,24 @@ def output_json_schema() -> dict[str, Any]:
         }
 
     serial = variant({"parallelizable": {"const": False}, **{f: null for f in DECOMPOSITION_FIELDS[1:]}})
-    over_data = variant({
-        "parallelizable": {"const": True}, "category": category, "template": template, "context": context,
-        "data": {"type": "array", "items": item, "minItems": 2}, "n": null,
-    })
-    repeated = variant({
-        "parallelizable": {"const": True}, "category": category, "template": template, "context": context,
-        "data": null, "n": {"type": "integer", "minimum": 2},
-    })
+    over_data = variant(
+        {
+            "parallelizable": {"const": True},
+            "category": category,
+            "template": template,
+            "context": context,
+            "data": {"type": "array", "items": item, "minItems": 2},
+            "n": null,
+        }
+    )
+    repeated = variant(
+        {
+            "parallelizable": {"const": True},
+            "category": category,
+            "template": template,
+            "context": context,
+            "data": null,
+            "n": {"type": "integer", "minimum": 2},
+        }
+    )
     return {"title": "Decomposition", "anyOf": [serial, over_data, repeated]}

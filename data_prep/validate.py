@@ -56,7 +56,9 @@ def validate_file(path: Path, show_warnings: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", type=Path)
-    parser.add_argument("--warnings", action="store_true", help="also list records with warnings (e.g. paraphrased items)")
+    parser.add_argument(
+        "--warnings", action="store_true", help="also list records with warnings (e.g. paraphrased items)"
+    )
     args = parser.parse_args(argv)
     broken = 0
     for path in args.files:

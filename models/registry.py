@@ -105,7 +105,7 @@ def resolve_model(name_or_path: str, *, cache_dir: str | Path | None = None, fet
     folder (fetched on first use), a local folder stays itself, and anything else is
     taken for a Hub id (for users who are online)."""
     if name_or_path in REGISTRY:
-        from models.fetch import fetch_model, converted_dir
+        from models.fetch import converted_dir, fetch_model
 
         if fetch:
             return str(fetch_model(name_or_path, cache_dir=cache_dir))

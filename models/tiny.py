@@ -91,8 +91,10 @@ def build_tiny_model(
     out_dir = Path(out_dir)
     tokenizer = train_tokenizer(texts, vocab_size)
     config = tiny_config(
-        len(tokenizer), architecture=architecture,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        len(tokenizer),
+        architecture=architecture,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)

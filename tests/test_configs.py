@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from data_prep.config import load_data_config
 
 DATA_CONFIGS = sorted((ROOT / "configs" / "data").glob("*.yaml"))

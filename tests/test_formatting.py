@@ -32,7 +32,11 @@ def test_round_trip(records):
 
 @pytest.mark.parametrize(
     "text, reason",
-    [("{not json", "not valid JSON"), ("[1, 2]", "not an object"), ('{"parallelizable": false, "x": 1}', "unknown keys")],
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not an object"),
+        ('{"parallelizable": false, "x": 1}', "unknown keys"),
+    ],
 )
 def test_parse_errors_are_clear(text, reason):
     with pytest.raises(ValueError, match=reason):
@@ -51,10 +55,12 @@ def test_chat_template_prompt_is_prefix_of_full_conversation(records, tiny_token
     """TRL masks the loss to the completion by tokenising prompt and prompt+completion;
     the split only works if one is a prefix of the other, with <|im_end|> in the completion."""
     ex = sft_example(records[1])
-    prompt_ids = tiny_tokenizer.apply_chat_template(ex["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False)
+    prompt_ids = tiny_tokenizer.apply_chat_template(
+        ex["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
     full_ids = tiny_tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True, return_dict=False)
     assert full_ids[: len(prompt_ids)] == prompt_ids
-    assert tiny_tokenizer.eos_token_id in full_ids[len(prompt_ids):]
+    assert tiny_tokenizer.eos_token_id in full_ids[len(prompt_ids) :]
 
 
 def test_every_gold_completion_is_accepted_by_the_grammar(records, tiny_tokenizer):
@@ -62,7 +68,9 @@ def test_every_gold_completion_is_accepted_by_the_grammar(records, tiny_tokenize
     import llguidance.hf
 
     lltok = llguidance.hf.from_tokenizer(tiny_tokenizer)
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(output_json_schema(), defaults={"whitespace_flexible": False})
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(
+        output_json_schema(), defaults={"whitespace_flexible": False}
+    )
     for rec in records:
         matcher = llguidance.LLMatcher(lltok, grammar)
         ids = tiny_tokenizer.encode(format_completion(rec), add_special_tokens=False)
@@ -75,7 +83,9 @@ def test_grammar_rejects_invalid_outputs(tiny_tokenizer):
     import llguidance.hf
 
     lltok = llguidance.hf.from_tokenizer(tiny_tokenizer)
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(output_json_schema(), defaults={"whitespace_flexible": False})
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(
+        output_json_schema(), defaults={"whitespace_flexible": False}
+    )
     bad = [
         '{"parallelizable":true,"category":"poetry"',  # not a category
         '{"parallelizable":true,"category":"other","template":"x {data}","context":null,"data":["only one"]',

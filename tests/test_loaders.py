@@ -7,8 +7,8 @@ import json
 import math
 
 import pytest
-
 from conftest import LABELLED, UPSTREAM
+
 from data_prep.loaders import (
     DataFormatError,
     load_parallelprompt_hub,
@@ -18,9 +18,22 @@ from data_prep.loaders import (
     normalize_category,
 )
 
-HUB_COLUMNS = ["source", "source_index", "prompt", "parallelizable", "category", "is_novel_category",
-               "category_description", "serial", "template", "context", "data", "n", "validation_passed",
-               "validation_tier"]
+HUB_COLUMNS = [
+    "source",
+    "source_index",
+    "prompt",
+    "parallelizable",
+    "category",
+    "is_novel_category",
+    "category_description",
+    "serial",
+    "template",
+    "context",
+    "data",
+    "n",
+    "validation_passed",
+    "validation_tier",
+]
 
 
 def test_schema_jsonl_real_file():
@@ -75,17 +88,38 @@ def hub_parquet(tmp_path_factory):
     rows = []
     for task, cat in [("generate_n", "Repeated Generation"), ("reading_comprehension", "Reading Comprehension")]:
         for i, item in enumerate(json.loads((UPSTREAM / "lmsys" / f"{task}.json").read_text())[:5]):
-            rows.append({
-                "source": "lmsys", "source_index": 1000 * len(rows) + i, "prompt": item["original"],
-                "parallelizable": True, "category": cat, "is_novel_category": False, "category_description": None,
-                "serial": item["serial"], "template": item["template"], "context": item["context"],
-                "data": json.dumps(item["data"]) if "data" in item else None,
-                "n": float(item["n"]) if "n" in item else math.nan,
-                "validation_passed": True, "validation_tier": "high",
-            })
+            rows.append(
+                {
+                    "source": "lmsys",
+                    "source_index": 1000 * len(rows) + i,
+                    "prompt": item["original"],
+                    "parallelizable": True,
+                    "category": cat,
+                    "is_novel_category": False,
+                    "category_description": None,
+                    "serial": item["serial"],
+                    "template": item["template"],
+                    "context": item["context"],
+                    "data": json.dumps(item["data"]) if "data" in item else None,
+                    "n": float(item["n"]) if "n" in item else math.nan,
+                    "validation_passed": True,
+                    "validation_tier": "high",
+                }
+            )
     rows.append({**rows[-1], "source_index": 7, "category": "Code Review", "is_novel_category": True})
-    rows.append({**rows[0], "source": "wildchat", "source_index": 8, "parallelizable": False, "category": None,
-                 "template": None, "context": None, "data": None, "n": math.nan})
+    rows.append(
+        {
+            **rows[0],
+            "source": "wildchat",
+            "source_index": 8,
+            "parallelizable": False,
+            "category": None,
+            "template": None,
+            "context": None,
+            "data": None,
+            "n": math.nan,
+        }
+    )
     path = tmp_path_factory.mktemp("hub") / "train-00000-of-00001.parquet"
     datasets.Dataset.from_list(rows).to_parquet(str(path))
     return path
@@ -98,7 +132,12 @@ def test_hub_format_local_parquet(hub_parquet):
     records, problems = load_parallelprompt_hub(str(hub_parquet))
     assert problems == [] and len(records) == 12
     gen, rc = records[0].fields, records[5].fields
-    assert gen["category"] == "repeated_generation" and gen["n"] == 10 and isinstance(gen["n"], int) and gen["data"] is None
+    assert (
+        gen["category"] == "repeated_generation"
+        and gen["n"] == 10
+        and isinstance(gen["n"], int)
+        and gen["data"] is None
+    )
     assert rc["category"] == "reading_comprehension" and isinstance(rc["data"], list) and rc["n"] is None
     assert records[10].fields["category"] == "other"  # a novel category
     neg = records[11].fields
@@ -111,8 +150,15 @@ def test_hub_format_local_parquet(hub_parquet):
 def test_hub_bad_data_json_is_reported(tmp_path):
     import datasets
 
-    row = {c: None for c in HUB_COLUMNS} | {"prompt": "p", "serial": "p", "template": "t {data}", "data": "[broken",
-                                            "n": math.nan, "parallelizable": True, "source_index": 0}
+    row = {c: None for c in HUB_COLUMNS} | {
+        "prompt": "p",
+        "serial": "p",
+        "template": "t {data}",
+        "data": "[broken",
+        "n": math.nan,
+        "parallelizable": True,
+        "source_index": 0,
+    }
     path = tmp_path / "x.parquet"
     datasets.Dataset.from_list([row]).to_parquet(str(path))
     records, problems = load_parallelprompt_hub(str(path))

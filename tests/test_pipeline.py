@@ -9,8 +9,8 @@ import sys
 from collections import Counter
 
 import pytest
-
 from conftest import ROOT
+
 from data_prep.config import ConfigError, load_data_config
 from data_prep.dedup import find_duplicates, jaccard, normalize_prompt
 from data_prep.pipeline import SPLITS, stratified_split, stratum, write_outputs
@@ -25,7 +25,9 @@ def test_outputs_exist_and_load(built_default):
     assert list(dsd) == list(SPLITS)
     for split in SPLITS:
         assert len(dsd[split]) == summary["split_sizes"][split] == len(result.splits[split])
-        assert {"prompt", "completion", "id", "language", "category", "parallelizable", "record"} <= set(dsd[split].column_names)
+        assert {"prompt", "completion", "id", "language", "category", "parallelizable", "record"} <= set(
+            dsd[split].column_names
+        )
         lines = (out / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()
         assert len(lines) == len(dsd[split])
     for name in ("summary.md", "summary.json", "summary.png", "dropped.jsonl", "config.json"):
@@ -61,7 +63,9 @@ def test_no_prompt_shared_across_splits(built_default):
 
 def test_upstream_breakage_is_repaired_or_reported(built_default):
     out, result, summary = built_default
-    upstream_loaded = summary["loaded_by_source"]["parallelprompt-lmsys"] + summary["loaded_by_source"]["parallelprompt-synthetic"]
+    upstream_loaded = (
+        summary["loaded_by_source"]["parallelprompt-lmsys"] + summary["loaded_by_source"]["parallelprompt-synthetic"]
+    )
     dropped = [json.loads(line) for line in (out / "dropped.jsonl").read_text().splitlines()]
     validate_drops = [d for d in dropped if d["stage"] == "validate"]
     assert all(d["source"].startswith("parallelprompt") for d in validate_drops)  # our labelled set is clean
@@ -92,13 +96,25 @@ def test_splits_are_stratified(built_default):
 
 def test_stratified_split_deals_each_stratum_in_proportion():
     def rec(i, lang, cat):
-        return Record(id=f"r{i}", source="t", language=lang, prompt=f"p{i}", parallelizable=cat is not None,
-                      category=cat, template="x {data}" if cat else None, data=["a", "b"] if cat else None)
+        return Record(
+            id=f"r{i}",
+            source="t",
+            language=lang,
+            prompt=f"p{i}",
+            parallelizable=cat is not None,
+            category=cat,
+            template="x {data}" if cat else None,
+            data=["a", "b"] if cat else None,
+        )
 
-    records = [rec(i, lang, cat) for i, (lang, cat) in enumerate(
-        [(lang, cat) for lang in ("en", "ja") for cat in ("translation", None) for _ in range(20)])]
+    records = [
+        rec(i, lang, cat)
+        for i, (lang, cat) in enumerate(
+            [(lang, cat) for lang in ("en", "ja") for cat in ("translation", None) for _ in range(20)]
+        )
+    ]
     parts = stratified_split(records, {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=3)
-    for key, count in Counter(stratum(r) for r in records).items():
+    for key in Counter(stratum(r) for r in records):
         per_split = {s: sum(stratum(r) == key for r in recs) for s, recs in parts.items()}
         assert abs(per_split["train"] - 16) <= 1 and abs(per_split["test"] - 2) <= 1, (key, per_split)
     again = stratified_split(list(reversed(records)), {"train": 0.8, "validation": 0.1, "test": 0.1}, seed=3)
@@ -108,7 +124,13 @@ def test_stratified_split_deals_each_stratum_in_proportion():
 def test_summary_markdown_has_the_tables(built_default):
     out, _, _ = built_default
     md = (out / "summary.md").read_text(encoding="utf-8")
-    for heading in ("## By language", "## By category", "## By source", "## Dropped records by reason", "## Repairs applied"):
+    for heading in (
+        "## By language",
+        "## By category",
+        "## By source",
+        "## Dropped records by reason",
+        "## Repairs applied",
+    ):
         assert heading in md
 
 
@@ -116,10 +138,17 @@ def test_summary_markdown_has_the_tables(built_default):
     "content, message",
     [
         ("name: x\noutput_dir: o\nsources: []\n", "sources"),
-        ("name: x\noutput_dir: o\nsources:\n  - {kind: schema_jsonl, path: a}\nsplit: {train: 1}\n", "split: Extra inputs"),
+        (
+            "name: x\noutput_dir: o\nsources:\n  - {kind: schema_jsonl, path: a}\nsplit: {train: 1}\n",
+            "split: Extra inputs",
+        ),
         ("name: x\noutput_dir: o\nsources:\n  - {kind: csv, path: a}\n", "sources.0.kind"),
-        ("name: x\noutput_dir: o\nsources:\n  - {kind: schema_jsonl, path: a}\nsplits: {train: 0.5, validation: 0.1, test: 0.1}\n", "sum to 1"),
+        (
+            "name: x\noutput_dir: o\nsources:\n  - {kind: schema_jsonl, path: a}\nsplits: {train: 0.5, validation: 0.1, test: 0.1}\n",
+            "sum to 1",
+        ),
         ("- just\n- a list\n", "mapping at the top level"),
+        ("name: x\noutput_dir: o\nsources:\n  - {kind: schema_jsonl, path: a, limit: 5}\n", "parallelprompt_hub only"),
         ("name: [unclosed\n", "not valid YAML"),
     ],
 )
@@ -132,10 +161,19 @@ def test_bad_configs_give_clear_errors(tmp_path, content, message):
 
 def test_build_cli_bad_input_is_a_clear_error(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"name: x\noutput_dir: {tmp_path / 'out'}\nsources:\n  - {{kind: schema_jsonl, path: {tmp_path / 'missing.jsonl'}}}\n")
-    proc = subprocess.run([sys.executable, "-m", "data_prep.build", "--config", str(cfg)], capture_output=True, text=True, cwd=ROOT)
+    cfg.write_text(
+        f"name: x\noutput_dir: {tmp_path / 'out'}\nsources:\n  - {{kind: schema_jsonl, path: {tmp_path / 'missing.jsonl'}}}\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "data_prep.build", "--config", str(cfg)], capture_output=True, text=True, cwd=ROOT
+    )
     assert proc.returncode == 2 and "data source not found" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "data_prep.build", "--config", str(tmp_path / "nope.yaml")], capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "data_prep.build", "--config", str(tmp_path / "nope.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 2 and "config file not found" in proc.stderr
 
 

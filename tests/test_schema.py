@@ -18,18 +18,40 @@ from data_prep.schema import (
 
 PROMPT = "Translate into French:\n1. Good morning\n2. See you {soon}\nContext: the shop is closed."
 GOOD_DATA = {
-    "id": "t-1", "source": "test", "language": "en", "prompt": PROMPT, "parallelizable": True,
-    "category": "translation", "template": "Translate into French: {data}", "context": None,
-    "data": ["Good morning", "See you {soon}"], "n": None,
+    "id": "t-1",
+    "source": "test",
+    "language": "en",
+    "prompt": PROMPT,
+    "parallelizable": True,
+    "category": "translation",
+    "template": "Translate into French: {data}",
+    "context": None,
+    "data": ["Good morning", "See you {soon}"],
+    "n": None,
 }
 GOOD_N = {
-    "id": "t-2", "source": "test", "language": "en", "prompt": "Give me 5 slogans for a bakery called Crumb.",
-    "parallelizable": True, "category": "repeated_generation", "template": "Give me a slogan for a bakery called {context}.",
-    "context": "Crumb", "data": None, "n": 5,
+    "id": "t-2",
+    "source": "test",
+    "language": "en",
+    "prompt": "Give me 5 slogans for a bakery called Crumb.",
+    "parallelizable": True,
+    "category": "repeated_generation",
+    "template": "Give me a slogan for a bakery called {context}.",
+    "context": "Crumb",
+    "data": None,
+    "n": 5,
 }
 GOOD_NEG = {
-    "id": "t-3", "source": "test", "language": "de", "prompt": "Schreib mir ein Gedicht über den Herbst.",
-    "parallelizable": False, "category": None, "template": None, "context": None, "data": None, "n": None,
+    "id": "t-3",
+    "source": "test",
+    "language": "de",
+    "prompt": "Schreib mir ein Gedicht über den Herbst.",
+    "parallelizable": False,
+    "category": None,
+    "template": None,
+    "context": None,
+    "data": None,
+    "n": None,
 }
 
 
@@ -121,7 +143,10 @@ def test_reasons_are_readable():
 
 def test_render_subprompts():
     data_rec = Record.model_validate(GOOD_DATA)
-    assert render_subprompts(data_rec) == ["Translate into French: Good morning", "Translate into French: See you {soon}"]
+    assert render_subprompts(data_rec) == [
+        "Translate into French: Good morning",
+        "Translate into French: See you {soon}",
+    ]
     n_rec = Record.model_validate(GOOD_N)
     assert render_subprompts(n_rec) == ["Give me a slogan for a bakery called Crumb."] * 5
     neg = Record.model_validate(GOOD_NEG)
@@ -137,7 +162,7 @@ def test_render_every_labelled_record(labelled_rows):
             if rec.context:
                 assert all(rec.context in s for s in subs)
             if rec.data:
-                assert all(item in s for item, s in zip(rec.data, subs))
+                assert all(item in s for item, s in zip(rec.data, subs, strict=True))
         else:
             assert subs == [rec.prompt]
 
@@ -149,4 +174,3 @@ def test_json_schema_shape():
     assert over_data["properties"]["data"]["minItems"] == 2
     assert repeated["properties"]["n"]["minimum"] == 2
     assert all(v["additionalProperties"] is False for v in schema["anyOf"])
-

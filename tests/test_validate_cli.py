@@ -10,7 +10,9 @@ from conftest import LABELLED, ROOT, UPSTREAM
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "data_prep.validate", *map(str, args)], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "data_prep.validate", *map(str, args)], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_labelled_file_passes_with_counts():
