@@ -118,25 +118,14 @@ def _check_template(rec: Record) -> list[Violation]:
                         f"template has placeholder {shown}; only {{context}} and {{data}} are allowed",
                     )
                 )
-    n_data, n_ctx = fields.count("data"), fields.count("context")
-    if rec.data is not None and n_data != 1:
-        out.append(
-            Violation(
-                "rule5.data_placeholder",
-                f"template must contain {{data}} exactly once when data is set (found {n_data})",
+    for name, value in (("data", rec.data), ("context", rec.context)):
+        count, rule = fields.count(name), f"rule5.{name}_placeholder"
+        if value is not None and count != 1:
+            out.append(
+                Violation(rule, f"template must contain {{{name}}} exactly once when {name} is set (found {count})")
             )
-        )
-    if rec.data is None and n_data:
-        out.append(Violation("rule5.data_placeholder", "template contains {data} but data is null"))
-    if rec.context is not None and n_ctx != 1:
-        out.append(
-            Violation(
-                "rule5.context_placeholder",
-                f"template must contain {{context}} exactly once when context is set (found {n_ctx})",
-            )
-        )
-    if rec.context is None and n_ctx:
-        out.append(Violation("rule5.context_placeholder", "template contains {context} but context is null"))
+        if value is None and count:
+            out.append(Violation(rule, f"template contains {{{name}}} but {name} is null"))
     return out
 
 

@@ -4,8 +4,9 @@
 
 Prints per-file counts (records, positives, languages, categories) and one line
 per broken record with its id and reason; exits 1 if any record breaks a rule.
-Files are schema JSONL; upstream ParallelPrompt JSON lists (.json) are checked as
-they stand, before any repair (their language is detected).
+Files are schema JSONL; upstream ParallelPrompt JSON lists (.json) and parquet files
+in the Hub dataset's shape (.parquet) are checked as they stand, before any repair
+(their language is detected).
 """
 
 from __future__ import annotations
@@ -16,14 +17,18 @@ from collections import Counter
 from pathlib import Path
 
 from data_prep.langid import detect_record_language
-from data_prep.loaders import DataFormatError, load_parallelprompt_json, load_schema_jsonl
+from data_prep.loaders import DataFormatError, load_parallelprompt_hub, load_parallelprompt_json, load_schema_jsonl
 from data_prep.schema import errors, parse_record
 
 
 def validate_file(path: Path, show_warnings: bool) -> int:
     """Print the report for one file; return its number of broken records."""
-    loader = load_parallelprompt_json if path.suffix == ".json" else load_schema_jsonl
-    raws, problems = loader(path)
+    if path.suffix == ".parquet":
+        raws, problems = load_parallelprompt_hub(str(path))
+    elif path.suffix == ".json":
+        raws, problems = load_parallelprompt_json(path)
+    else:
+        raws, problems = load_schema_jsonl(path)
     broken = len(problems)
     for p in problems:
         print(f"  BROKEN {p.origin}: {p.reason}")

@@ -35,8 +35,12 @@ if [ -z "$PYTHON" ]; then
 fi
 [ -n "$PYTHON" ] || { echo "setup.sh: need Python 3.11 or 3.12 (set PYTHON=...)" >&2; exit 1; }
 
-extras=dev
-if [ "$vllm" = 1 ]; then extras="dev,$target"; elif [ "$target" = gpu ]; then extras="dev"; fi
+case "$target:$vllm" in
+  cpu:1) extras="dev,cpu" ;;
+  cpu:0) extras="dev" ;;
+  gpu:1) extras="dev,gpu" ;;
+  gpu:0) extras="dev,qlora" ;;
+esac
 stamp="$VENV/.setup-stamp"
 want="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16) $extras"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

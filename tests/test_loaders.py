@@ -7,7 +7,7 @@ import json
 import math
 
 import pytest
-from conftest import LABELLED, UPSTREAM
+from conftest import HUB_COLUMNS, LABELLED, UPSTREAM
 
 from data_prep.loaders import (
     DataFormatError,
@@ -17,23 +17,6 @@ from data_prep.loaders import (
     load_source,
     normalize_category,
 )
-
-HUB_COLUMNS = [
-    "source",
-    "source_index",
-    "prompt",
-    "parallelizable",
-    "category",
-    "is_novel_category",
-    "category_description",
-    "serial",
-    "template",
-    "context",
-    "data",
-    "n",
-    "validation_passed",
-    "validation_tier",
-]
 
 
 def test_schema_jsonl_real_file():
@@ -77,52 +60,6 @@ def test_missing_and_malformed_sources(tmp_path):
         load_parallelprompt_json(bad)
     with pytest.raises(DataFormatError, match="unknown source kind"):
         load_source("csv", str(bad))
-
-
-@pytest.fixture(scope="module")
-def hub_parquet(tmp_path_factory):
-    """A parquet in the Hub dataset's shape, made from real upstream records plus a
-    negative row and a novel category."""
-    import datasets
-
-    rows = []
-    for task, cat in [("generate_n", "Repeated Generation"), ("reading_comprehension", "Reading Comprehension")]:
-        for i, item in enumerate(json.loads((UPSTREAM / "lmsys" / f"{task}.json").read_text())[:5]):
-            rows.append(
-                {
-                    "source": "lmsys",
-                    "source_index": 1000 * len(rows) + i,
-                    "prompt": item["original"],
-                    "parallelizable": True,
-                    "category": cat,
-                    "is_novel_category": False,
-                    "category_description": None,
-                    "serial": item["serial"],
-                    "template": item["template"],
-                    "context": item["context"],
-                    "data": json.dumps(item["data"]) if "data" in item else None,
-                    "n": float(item["n"]) if "n" in item else math.nan,
-                    "validation_passed": True,
-                    "validation_tier": "high",
-                }
-            )
-    rows.append({**rows[-1], "source_index": 7, "category": "Code Review", "is_novel_category": True})
-    rows.append(
-        {
-            **rows[0],
-            "source": "wildchat",
-            "source_index": 8,
-            "parallelizable": False,
-            "category": None,
-            "template": None,
-            "context": None,
-            "data": None,
-            "n": math.nan,
-        }
-    )
-    path = tmp_path_factory.mktemp("hub") / "train-00000-of-00001.parquet"
-    datasets.Dataset.from_list(rows).to_parquet(str(path))
-    return path
 
 
 def test_hub_format_local_parquet(hub_parquet):

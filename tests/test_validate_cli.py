@@ -50,3 +50,10 @@ def test_upstream_json_is_checked_as_it_stands():
 def test_unreadable_file(tmp_path):
     proc = run(tmp_path / "missing.jsonl")
     assert proc.returncode == 1 and "cannot read" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_hub_parquet_is_checked_as_it_stands(hub_parquet):
+    proc = run(hub_parquet)
+    assert proc.returncode == 1  # the upstream {n} templates break rule 5 until repaired
+    assert "12 records, 11 positive" in proc.stdout
+    assert "rule5.count_placeholder" in proc.stdout
