@@ -6,23 +6,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from data_prep.schema import CATEGORIES, DECOMPOSITION_FIELDS, Record
+from data_prep.schema import DECOMPOSITION_FIELDS, Record
 
-FORMAT_VERSION = "json-v1"
+FORMAT_VERSION = "json-v2"
 
+# Kept short on purpose: it is prepended to every training example and every
+# request (on a 2-core CPU, ~255 tokens of instructions were half of all SFT tokens).
+# The JSON Schema enforces the shape at decode time; the prompt names the contract.
 SYSTEM_PROMPT = (
-    "You split a chatbot prompt into independent subtasks when it holds them.\n"
-    "Reply with one JSON object and nothing else, with keys in this order: " + ", ".join(DECOMPOSITION_FIELDS) + ".\n"
-    "- parallelizable: true only if the prompt asks for two or more outputs of the same kind that "
-    "separate model calls can each produce from the template, the shared context and one item, "
-    "with no output depending on another. When unsure, false; then every other key is null.\n"
-    "- category: one of " + ", ".join(CATEGORIES) + ".\n"
-    "- template: ONE subtask in the prompt's own language, keeping the user's instructions; "
-    "{data} marks the item and {context} the shared text (each at most once); literal braces doubled.\n"
-    "- context: text shared by every subtask, copied verbatim from the prompt, or null.\n"
-    "- data: the items (at least 2), copied from the prompt without list markers; or null.\n"
-    "- n: how many times to run the template for repeated generation (at least 2); or null.\n"
-    "Exactly one of data and n is set when parallelizable is true."
+    "Decompose the user's prompt into independent subtasks. Reply with JSON only: "
+    '{"parallelizable", "category", "template", "context", "data", "n"}. '
+    "parallelizable is true only for two or more same-kind outputs that separate calls can each "
+    "produce from the template, context and one item; otherwise false and the rest null. "
+    "template is one subtask in the prompt's language with {data} and/or {context}; "
+    "context and data are copied verbatim from the prompt; n counts repeated generations."
 )
 
 
