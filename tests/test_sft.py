@@ -1,0 +1,175 @@
+"""train/sft.py through the real CLI (`accelerate launch`) on the tiny random Qwen2:
+2 steps end to end, the adapter reloads with peft and generates, resume continues,
+bad configs give clear errors, and the end-of-turn token is inside the loss."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT
+
+ACCELERATE = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--config_file",
+    str(ROOT / "configs/accelerate/cpu.yaml"),
+]
+
+
+def write_config(path, tiny_model_dir, dataset_path, output_dir, **overrides):
+    cfg = {
+        "model_name_or_path": str(tiny_model_dir),
+        "dtype": "float32",
+        "use_peft": True,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "dataset_path": str(dataset_path),
+        "data_config": None,
+        "max_train_samples": 16,
+        "max_eval_samples": 4,
+        "max_length": 512,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "eval_strategy": "steps",
+        "eval_steps": 2,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "output_dir": str(output_dir),
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+        "max_steps": 2,
+    }
+    cfg.update(overrides)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_sft(config, *extra, launcher=ACCELERATE):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "WANDB_MODE": "disabled"}
+    return subprocess.run(
+        [*launcher, str(ROOT / "train/sft.py"), "--config", str(config), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+    )
+
+
+def run_sft_directly(config, *extra):
+    """Without accelerate, whose launcher adds its own traceback when the script exits non-zero."""
+    return run_sft(config, *extra, launcher=[sys.executable])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir, built_default):
+    dataset = built_default[0] / "sft"
+    work = tmp_path_factory.mktemp("sft")
+    config = write_config(work / "tiny.yaml", tiny_model_dir, dataset, work / "out")
+    proc = run_sft(config)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work, config
+
+
+def test_two_steps_end_to_end(trained):
+    work, _ = trained
+    out = work / "out"
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert any("eval_loss" in e for e in state["log_history"])
+    adapter_cfg = json.loads((out / "adapter_config.json").read_text())
+    assert not adapter_cfg.get("modules_to_save")
+    for name in (
+        "adapter_model.safetensors",
+        "README.md",
+        "loss_curves.png",
+        "generation_config.json",
+        "run_summary.json",
+    ):
+        assert (out / name).is_file(), name
+    card = (out / "README.md").read_text()
+    assert "library_name: peft" in card and "eval_loss" in card and "ParallelPrompt" in card
+
+
+def test_adapter_reloads_with_peft_and_generates(trained, tiny_model_dir, tiny_tokenizer):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    out = trained[0] / "out"
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, out)
+    assert GenerationConfig.from_pretrained(out).eos_token_id == tiny_tokenizer.eos_token_id
+    msgs = [{"role": "user", "content": "Give me 3 slogans for a bakery"}]
+    inputs = tiny_tokenizer.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    gen = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+    assert gen.shape[1] > inputs["input_ids"].shape[1]
+    # the LoRA weights were trained (B starts at zero)
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)
+
+
+def test_resume_continues_from_checkpoint(trained):
+    work, config = trained
+    proc = run_sft(config, "--max_steps", "3", "--resume_from_checkpoint", "true")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "resuming from" in proc.stderr
+    state = json.loads((work / "out" / "trainer_state.json").read_text())
+    assert state["global_step"] == 3
+    steps = [e["step"] for e in state["log_history"] if "loss" in e]
+    assert steps[-1] == 3
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"lora_rank": 8}, "Unknown arguments"),
+        ({"load_in_4bit": True}, "needs a CUDA GPU"),
+        ({"lora_modules_to_save": ["lm_head"]}, "modules_to_save is not allowed"),
+        ({"dataset_path": "/nonexistent/sft"}, "does not exist"),
+    ],
+)
+def test_bad_configs_give_clear_errors(tmp_path, tiny_model_dir, overrides, message):
+    dataset = overrides.pop("dataset_path", "/unused")
+    config = write_config(tmp_path / "bad.yaml", tiny_model_dir, dataset, tmp_path / "out", **overrides)
+    proc = run_sft_directly(config)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path, tiny_model_dir, built_default):
+    config = write_config(tmp_path / "c.yaml", tiny_model_dir, built_default[0] / "sft", tmp_path / "out")
+    proc = run_sft_directly(config, "--resume_from_checkpoint", "true")
+    assert proc.returncode == 2 and "has no checkpoint" in proc.stderr
+
+
+def test_end_of_turn_token_is_inside_the_loss(tiny_model_dir, tiny_tokenizer, built_default):
+    """TRL's prompt-completion processing: labels cover the completion and its <|im_end|>."""
+    import datasets
+    from trl import SFTConfig, SFTTrainer
+
+    ds = (
+        datasets.load_from_disk(str(built_default[0] / "sft"))["train"]
+        .select(range(4))
+        .select_columns(["prompt", "completion"])
+    )
+    args = SFTConfig(output_dir=str(built_default[0] / "tmp-trainer"), use_cpu=True, report_to="none", max_length=2048)
+    trainer = SFTTrainer(model=str(tiny_model_dir), args=args, train_dataset=ds, processing_class=tiny_tokenizer)
+    row = trainer.train_dataset[0]
+    ids, labels = row["input_ids"], row["labels"]
+    trained = [t != -100 for t in labels]
+    eos_positions = [i for i, t in enumerate(ids) if t == tiny_tokenizer.eos_token_id]
+    assert trained[eos_positions[-1]] and labels[eos_positions[-1]] == tiny_tokenizer.eos_token_id
+    assert not any(trained[: eos_positions[1] + 1])  # system and user turns are not trained
+    completion = tiny_tokenizer.decode([t for t, m in zip(ids, trained, strict=True) if m])
+    assert completion.startswith('{"parallelizable":') and "<|im_end|>" in completion

@@ -1,0 +1,73 @@
+"""Training data: the data pipeline's DatasetDict, built on demand, filtered by length.
+
+Examples longer than `max_length` are dropped, not truncated: a truncated example
+would teach the model to stop mid-JSON without its end-of-turn token."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+
+logger = logging.getLogger(__name__)
+SFT_COLUMNS = ("prompt", "completion")
+
+
+class TrainDataError(ValueError):
+    pass
+
+
+def load_sft_dataset(dataset_path: str, data_config: str | None) -> datasets.DatasetDict:
+    path = Path(dataset_path)
+    if not path.exists():
+        if not data_config:
+            raise TrainDataError(f"dataset_path {path} does not exist and no data_config is given to build it")
+        from data_prep.config import load_data_config
+        from data_prep.pipeline import build, write_outputs
+
+        cfg = load_data_config(data_config)
+        if Path(cfg.output_dir) / "sft" != path:
+            raise TrainDataError(f"data_config {data_config} writes {cfg.output_dir}/sft, not dataset_path {path}")
+        logger.info("building the data set from %s", data_config)
+        write_outputs(build(cfg), cfg, cfg.output_dir)
+    try:
+        dsd = datasets.load_from_disk(str(path))
+    except FileNotFoundError as err:
+        raise TrainDataError(f"{path} is not a saved DatasetDict ({err})") from None
+    if not isinstance(dsd, datasets.DatasetDict):
+        raise TrainDataError(f"{path} holds a single Dataset; expected a DatasetDict with train/validation splits")
+    return dsd
+
+
+def select_split(dsd: datasets.DatasetDict, split: str, limit: int | None) -> datasets.Dataset:
+    if split not in dsd:
+        raise TrainDataError(f"split {split!r} not in the data set (has {list(dsd)})")
+    ds = dsd[split]
+    missing = set(SFT_COLUMNS) - set(ds.column_names)
+    if missing:
+        raise TrainDataError(f"split {split!r} lacks the columns {sorted(missing)}; rebuild it with data_prep.build")
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return ds.select_columns(list(SFT_COLUMNS))
+
+
+def conversation_length(tokenizer, example: dict) -> int:
+    ids = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True, return_dict=False)
+    return len(ids)
+
+
+def drop_long(ds: datasets.Dataset, tokenizer, max_length: int | None, split: str) -> datasets.Dataset:
+    if max_length is None:
+        return ds
+    lengths = [conversation_length(tokenizer, ex) for ex in ds]
+    keep = [i for i, n in enumerate(lengths) if n <= max_length]
+    if len(keep) < len(ds):
+        logger.warning(
+            "%s: dropped %d of %d examples longer than max_length=%d tokens",
+            split,
+            len(ds) - len(keep),
+            len(ds),
+            max_length,
+        )
+    return ds.select(keep)

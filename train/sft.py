@@ -1,0 +1,217 @@
+"""Supervised fine-tuning of the decomposer with TRL + PEFT LoRA (QLoRA on CUDA).
+
+Usage (offline CPU default; any YAML key can be overridden on the command line):
+
+    accelerate launch --config_file configs/accelerate/cpu.yaml train/sft.py \
+        --config configs/sft/qwen2.5-coder-0.5b-lora-cpu.yaml
+
+    # resume from the last checkpoint in output_dir
+    accelerate launch --config_file configs/accelerate/cpu.yaml train/sft.py \
+        --config configs/sft/qwen2.5-coder-0.5b-lora-cpu.yaml --resume_from_checkpoint true
+
+    # one GPU, QLoRA
+    accelerate launch --config_file configs/accelerate/single_gpu.yaml train/sft.py \
+        --config configs/sft/qwen2.5-0.5b-instruct-qlora-gpu.yaml
+
+The loss is on the completion only (the decomposition JSON and the end-of-turn
+token); the adapter has no added tokens and no `modules_to_save`, so vLLM loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import transformers
+from transformers import AutoTokenizer, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
+
+from models.registry import REGISTRY, resolve_model
+from train.args import DecomposerDataArguments
+from train.data import TrainDataError, drop_long, load_sft_dataset, select_split
+from train.hub import PushError, push_adapter
+from train.model_card import render_model_card
+from train.plots import plot_loss_curves
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def check_args(training_args: SFTConfig, model_args: ModelConfig) -> None:
+    import torch
+
+    if model_args.load_in_4bit or model_args.load_in_8bit:
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                "QLoRA (load_in_4bit / load_in_8bit) needs a CUDA GPU and bitsandbytes; this machine has "
+                "no CUDA device. Use a *-lora-cpu.yaml config here."
+            )
+    if not model_args.use_peft:
+        raise ConfigError("use_peft must be true: the decomposer is trained as a LoRA adapter")
+    if model_args.lora_modules_to_save:
+        raise ConfigError("lora_modules_to_save is not allowed: vLLM refuses adapters with modules_to_save")
+    if training_args.push_to_hub and not training_args.hub_model_id:
+        raise ConfigError("push_to_hub needs hub_model_id (e.g. your-org/decomposer-qwen2.5-0.5b-lora)")
+
+
+def resume_checkpoint(training_args: SFTConfig) -> str | None:
+    value = training_args.resume_from_checkpoint
+    if value is None or str(value).lower() in ("false", "no", ""):
+        return None
+    if str(value).lower() in ("true", "yes", "last"):
+        last = get_last_checkpoint(training_args.output_dir) if _isdir(training_args.output_dir) else None
+        if last is None:
+            raise ConfigError(
+                f"--resume_from_checkpoint true, but {training_args.output_dir} has no checkpoint-* folder"
+            )
+        return last
+    return value
+
+
+def _isdir(path: str) -> bool:
+    from pathlib import Path
+
+    return Path(path).is_dir()
+
+
+def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
+    # ---------------- logging ----------------
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    check_args(training_args, model_args)
+    set_seed(training_args.seed)
+
+    # ---------------- checkpoint ----------------
+    checkpoint = resume_checkpoint(training_args)
+    if checkpoint:
+        logger.info("resuming from %s", checkpoint)
+
+    # ---------------- tokenizer ----------------
+    base_name = model_args.model_name_or_path
+    model_path = resolve_model(base_name)  # registry name -> converted offline folder
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_args.model_revision)
+    if tokenizer.chat_template is None:
+        raise ConfigError(f"{base_name} has no chat template; the decomposer is trained on chat-formatted prompts")
+
+    # ---------------- data ----------------
+    dsd = load_sft_dataset(data_args.dataset_path, data_args.data_config)
+    train_ds = drop_long(
+        select_split(dsd, data_args.train_split, data_args.max_train_samples),
+        tokenizer,
+        training_args.max_length,
+        "train",
+    )
+    eval_ds = None
+    if training_args.eval_strategy != "no":
+        eval_ds = drop_long(
+            select_split(dsd, data_args.eval_split, data_args.max_eval_samples),
+            tokenizer,
+            training_args.max_length,
+            data_args.eval_split,
+        )
+    logger.info("train %d examples, eval %s", len(train_ds), len(eval_ds) if eval_ds is not None else "-")
+
+    # ---------------- model ----------------
+    quantization_config = get_quantization_config(model_args)
+    model_init_kwargs = dict(
+        revision=model_args.model_revision, attn_implementation=model_args.attn_implementation, dtype=model_args.dtype
+    )
+    if quantization_config is not None:
+        from trl import get_kbit_device_map
+
+        model_init_kwargs.update(quantization_config=quantization_config, device_map=get_kbit_device_map())
+    training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
+
+    # ---------------- trainer ----------------
+    trainer = SFTTrainer(
+        model=model_path,
+        args=training_args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+
+    # ---------------- train ----------------
+    train_result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {f"train_{k}" if not k.startswith("train") else k: v for k, v in train_result.metrics.items()}
+    metrics["train_examples"] = len(train_ds)
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+
+    # ---------------- eval ----------------
+    if eval_ds is not None:
+        last = trainer.state.log_history[-2:] if trainer.state.log_history else []
+        done = [e for e in last if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+        eval_metrics = dict(done[0]) if done else trainer.evaluate()  # no second pass over the same step
+        eval_metrics.pop("step", None)
+        eval_metrics["eval_examples"] = len(eval_ds)
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+
+    # ---------------- save ----------------
+    # Stop at end of turn: the saved generation config carries the tokenizer's eos.
+    trainer.model.generation_config.eos_token_id = tokenizer.eos_token_id
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.model.generation_config.save_pretrained(training_args.output_dir)
+        tokenizer.save_pretrained(training_args.output_dir)
+        plot_loss_curves(
+            trainer.state.log_history, f"{training_args.output_dir}/loss_curves.png", title=f"LoRA SFT of {base_name}"
+        )
+        upstream = REGISTRY[base_name].upstream_id if base_name in REGISTRY else base_name
+        config_dump = {
+            "data": vars(data_args),
+            "model": vars(model_args),
+            "training": {k: v for k, v in training_args.to_dict().items() if "token" not in k},
+        }
+        card = render_model_card(
+            repo_id=training_args.hub_model_id,
+            base_model=base_name,
+            base_model_id=upstream,
+            dataset_path=data_args.dataset_path,
+            config=config_dump,
+            metrics=metrics,
+        )
+        with open(f"{training_args.output_dir}/README.md", "w", encoding="utf-8") as f:
+            f.write(card)
+        with open(f"{training_args.output_dir}/run_summary.json", "w", encoding="utf-8") as f:
+            json.dump({"base_model": base_name, "base_model_path": model_path, "metrics": metrics}, f, indent=2)
+        logger.info("adapter saved to %s", training_args.output_dir)
+
+        # ---------------- push ----------------
+        if training_args.push_to_hub:
+            url = push_adapter(
+                training_args.output_dir,
+                training_args.hub_model_id,
+                private=bool(training_args.hub_private_repo),
+                token=training_args.hub_token,
+            )
+            logger.info("pushed to %s", url)
+    if hasattr(trainer, "end"):
+        trainer.end()
+    return metrics
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((DecomposerDataArguments, SFTConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    try:
+        data_args, training_args, model_args = make_parser().parse_args_and_config()
+    except ValueError as err:  # unknown YAML keys, bad values: one clear line
+        print(f"error: invalid training config: {err}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        main(data_args, training_args, model_args)
+    except (ConfigError, TrainDataError, PushError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
