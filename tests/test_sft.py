@@ -173,3 +173,54 @@ def test_end_of_turn_token_is_inside_the_loss(tiny_model_dir, tiny_tokenizer, bu
     assert not any(trained[: eos_positions[1] + 1])  # system and user turns are not trained
     completion = tiny_tokenizer.decode([t for t, m in zip(ids, trained, strict=True) if m])
     assert completion.startswith('{"parallelizable":') and "<|im_end|>" in completion
+
+
+VLLM_SCRIPT = """
+import json, sys
+from vllm import LLM, SamplingParams
+from vllm.lora.request import LoRARequest
+base, adapter, prompts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+llm = LLM(model=base, enable_lora=True, max_lora_rank=8, enforce_eager=True, distributed_executor_backend="uni",
+          dtype="float32", max_model_len=1024)
+outs = llm.generate(prompts, SamplingParams(max_tokens=12, temperature=0, ignore_eos=True),
+                    lora_request=LoRARequest("decomposer", 1, adapter))
+print("TOKENS:" + json.dumps([list(o.outputs[0].token_ids) for o in outs]))
+"""
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is None, reason="vLLM not installed")
+def test_vllm_loads_the_adapter_and_matches_peft(trained, tiny_model_dir, tiny_tokenizer):
+    """No added tokens, no modules_to_save: vLLM serves the adapter, with the same greedy tokens as peft (fp32)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from data_prep.formatting import prompt_messages
+
+    out = trained[0] / "out"
+    texts = [
+        tiny_tokenizer.apply_chat_template(prompt_messages(p), add_generation_prompt=True, tokenize=False)
+        for p in ("Give me 3 slogans for a bakery", "Translate into German: 1. Hello 2. Goodbye")
+    ]
+    env = {
+        **os.environ,
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CPU_OMP_THREADS_BIND": "0-1" if (os.cpu_count() or 1) > 1 else "0",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", VLLM_SCRIPT, str(tiny_model_dir), str(out), json.dumps(texts)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    vllm_tokens = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("TOKENS:"))[7:])
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32), out)
+    for text, expected in zip(texts, vllm_tokens, strict=True):
+        ids = tiny_tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        gen = model.generate(**ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)
+        assert gen[0, ids["input_ids"].shape[1] :].tolist() == expected
