@@ -98,8 +98,14 @@ class ParallelExecutor:
         self.stats = ExecutionStats()
 
     @torch.inference_mode()
-    def _forward(self, rows: list[_Row], new_ids: list[list[int]], new_owners: list[list[int]],
-                 new_positions: list[list[int]], cache):
+    def _forward(
+        self,
+        rows: list[_Row],
+        new_ids: list[list[int]],
+        new_owners: list[list[int]],
+        new_positions: list[list[int]],
+        cache,
+    ):
         """Append one block of entries to every row (padded to equal length) and run the model."""
         width = max(len(x) for x in new_ids)
         pad_id = 0
@@ -140,8 +146,9 @@ class ParallelExecutor:
         """All branches of one prompt (token-id lists of the sub-prompts) in one sequence."""
         return self.run_groups([prompts], cfg)[0]
 
-    def run_groups(self, groups: list[list[list[int]]], cfg: SamplingConfig | None = None,
-                   group_size: int | None = None) -> list[list[BranchResult]]:
+    def run_groups(
+        self, groups: list[list[list[int]]], cfg: SamplingConfig | None = None, group_size: int | None = None
+    ) -> list[list[BranchResult]]:
         """Several independent prompts, each with its branches; `group_size` prompts per forward pass."""
         cfg = cfg or SamplingConfig()
         size = group_size or len(groups)
@@ -153,7 +160,9 @@ class ParallelExecutor:
             seed_offset += sum(len(g) for g in chunk)
         return results
 
-    def _run_rows(self, groups: list[list[list[int]]], cfg: SamplingConfig, seed_offset: int) -> list[list[BranchResult]]:
+    def _run_rows(
+        self, groups: list[list[list[int]]], cfg: SamplingConfig, seed_offset: int
+    ) -> list[list[BranchResult]]:
         from transformers import DynamicCache
 
         if any(not g for g in groups) or any(not p for g in groups for p in g):
@@ -165,9 +174,17 @@ class ParallelExecutor:
         # prefill the shared prefixes, then every branch's own tail, one forward each
         prefix_len = [common_prefix_length(g) for g in groups]
         self.stats.prefix_tokens.extend(prefix_len)
-        logits, cache = self._forward(rows, [g[0][:p] for g, p in zip(groups, prefix_len, strict=True)],
-                                      [[PREFIX] * p for p in prefix_len], [list(range(p)) for p in prefix_len], cache) \
-            if max(prefix_len) > 0 else (None, cache)
+        logits, cache = (
+            self._forward(
+                rows,
+                [g[0][:p] for g, p in zip(groups, prefix_len, strict=True)],
+                [[PREFIX] * p for p in prefix_len],
+                [list(range(p)) for p in prefix_len],
+                cache,
+            )
+            if max(prefix_len) > 0
+            else (None, cache)
+        )
         tail_ids, tail_owners, tail_pos, last_entry = [], [], [], []
         for g, p in zip(groups, prefix_len, strict=True):
             ids, owners, pos, ends = [], [], [], []
@@ -251,3 +268,16 @@ class ParallelExecutor:
     def _trim_stop(text: str, cfg: SamplingConfig) -> str:
         cut = min((text.find(s) for s in cfg.stop_strings if s in text), default=-1)
         return text[:cut] if cut >= 0 else text
+
+
+def chat_token_ids(tokenizer, prompts: list[str], system_prompt: str | None = None) -> list[list[int]]:
+    """Sub-prompts as chat-templated token ids (the executor's input)."""
+    out = []
+    for prompt in prompts:
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        out.append(
+            tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        )
+    return out

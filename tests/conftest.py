@@ -56,6 +56,15 @@ def tiny_model_dir(tmp_path_factory, labelled_rows) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory, labelled_rows) -> Path:
+    """The same tiny shape in the Llama architecture."""
+    from models.tiny import build_tiny_model
+
+    texts = [r["prompt"] for r in labelled_rows]
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), texts, architecture="llama", seed=1)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
