@@ -135,3 +135,16 @@ def test_real_model_real_decompositions(labelled_rows):
         assert ex.stats.prefix_tokens[-1] > 10  # the system prompt and shared head are prefilled once
         for prompt, res in zip(ids, results, strict=True):
             assert res.token_ids == reference(model, prompt, cfg), rec.id
+
+
+def test_benchmark_quick_on_tiny_model(tmp_path, tiny_model_dir):
+    import json
+
+    from models.benchmark import main
+
+    assert main(["--model", str(tiny_model_dir), "--quick", "--out", str(tmp_path),
+                 "--methods", "one_at_a_time,batched_generate,seqbatch,executor"]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    ex = [m for m in report["results"] if m["method"] == "executor"]
+    assert ex and all(m["exact_vs_one_at_a_time"] == 1.0 for m in ex)
+    assert (tmp_path / "throughput.png").is_file() and "| executor |" in (tmp_path / "results.md").read_text()
