@@ -13,20 +13,10 @@ import json
 import re
 import string
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-CATEGORIES: tuple[str, ...] = (
-    "repeated_generation",
-    "reading_comprehension",
-    "keyword_extraction",
-    "named_entity_recognition",
-    "translation",
-    "language_correction",
-    "sentiment_analysis",
-    "other",
-)
 Category = Literal[
     "repeated_generation",
     "reading_comprehension",
@@ -37,6 +27,7 @@ Category = Literal[
     "sentiment_analysis",
     "other",
 ]
+CATEGORIES: tuple[str, ...] = get_args(Category)
 # The fields the decomposer predicts, in the order it emits them.
 DECOMPOSITION_FIELDS: tuple[str, ...] = ("parallelizable", "category", "template", "context", "data", "n")
 RECORD_FIELDS: tuple[str, ...] = ("id", "source", "language", "prompt", *DECOMPOSITION_FIELDS)

@@ -272,11 +272,11 @@ def workloads(quick: bool) -> list[Workload]:
     if quick:
         return [Workload("W1 d256 q4 a5", 256, 4, 5), Workload("W3 n4 a8", 64, 4, 8, repeated=True)]
     return [
-        Workload("W1 d512 q4 a32", 512, 4, 32),
-        Workload("W1 d512 q16 a5", 512, 16, 5),
         Workload("W1 d512 q16 a32", 512, 16, 32),
-        Workload("W1 d256 q16 a32 x2docs", 256, 16, 32, documents=2),
-        *[Workload(f"W3 n{n} a32", 64, n, 32, repeated=True) for n in (2, 4, 8, 16, 32)],
+        Workload("W1 d256 q4 a5", 256, 4, 5),
+        Workload("W1 d256 q16 a5", 256, 16, 5),
+        Workload("W1 d256 q8 a32 x2docs", 256, 8, 32, documents=2),
+        *[Workload(f"W3 n{n} a16", 64, n, 16, repeated=True) for n in (2, 4, 8, 16, 32)],
     ]
 
 
