@@ -105,8 +105,12 @@ class ParallelExecutor:
         new_owners: list[list[int]],
         new_positions: list[list[int]],
         cache,
+        keep: list[int] | int = 0,
     ):
-        """Append one block of entries to every row (padded to equal length) and run the model."""
+        """Append one block of entries to every row (padded to equal length) and run the model.
+
+        `keep`: which new entries need logits (0 = all; a list of indices; 1 = only the last),
+        so the prefill does not pay the vocabulary projection for every prompt token."""
         width = max(len(x) for x in new_ids)
         pad_id = 0
         ids, owners, positions = [], [], []
@@ -128,6 +132,7 @@ class ParallelExecutor:
             attention_mask=mask,
             past_key_values=cache,
             use_cache=True,
+            logits_to_keep=torch.tensor(keep, device=self.device) if isinstance(keep, list) else keep,
         )
         return out.logits, out.past_key_values
 
@@ -181,6 +186,7 @@ class ParallelExecutor:
                 [[PREFIX] * p for p in prefix_len],
                 [list(range(p)) for p in prefix_len],
                 cache,
+                keep=1,  # prefix logits are never used
             )
             if max(prefix_len) > 0
             else (None, cache)
@@ -199,7 +205,10 @@ class ParallelExecutor:
             tail_pos.append(pos)
             last_entry.append(ends)
             self.stats.tail_tokens.append(len(ids))
-        logits, cache = self._forward(rows, tail_ids, tail_owners, tail_pos, cache)
+        needed = sorted({e for ends in last_entry for e in ends})
+        logits, cache = self._forward(rows, tail_ids, tail_owners, tail_pos, cache, keep=needed)
+        column = {e: j for j, e in enumerate(needed)}
+        last_entry = [[column[e] for e in ends] for ends in last_entry]
         self.stats.prefill_seconds += time.perf_counter() - t0
 
         # decode: one new entry per live branch per step
