@@ -321,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for m in results:
         exact = "-" if m.exact_vs_one_at_a_time is None else f"{m.exact_vs_one_at_a_time:.2f}"
+        rss = "-" if m.peak_rss_mb != m.peak_rss_mb else f"{m.peak_rss_mb:.0f}"  # NaN: measured in a subprocess
         lines.append(f"| {m.workload} | {m.method} | {m.seconds:.1f} | {m.generated_tokens} | {m.tokens_per_s:.1f} | "
-                     f"{m.ratio_vs_one_at_a_time:.2f} | {m.peak_rss_mb:.0f} | {exact} |")
+                     f"{m.ratio_vs_one_at_a_time:.2f} | {rss} | {exact} |")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     plot(results, out / "throughput.png")
     print("\n".join(lines))
