@@ -142,8 +142,20 @@ def test_benchmark_quick_on_tiny_model(tmp_path, tiny_model_dir):
 
     from models.benchmark import main
 
-    assert main(["--model", str(tiny_model_dir), "--quick", "--out", str(tmp_path),
-                 "--methods", "one_at_a_time,batched_generate,seqbatch,executor"]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                str(tiny_model_dir),
+                "--quick",
+                "--out",
+                str(tmp_path),
+                "--methods",
+                "one_at_a_time,batched_generate,seqbatch,executor",
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "results.json").read_text())
     ex = [m for m in report["results"] if m["method"] == "executor"]
     assert ex and all(m["exact_vs_one_at_a_time"] == 1.0 for m in ex)
