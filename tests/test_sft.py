@@ -224,3 +224,30 @@ def test_vllm_loads_the_adapter_and_matches_peft(trained, tiny_model_dir, tiny_t
         ids = tiny_tokenizer(text, return_tensors="pt", add_special_tokens=False)
         gen = model.generate(**ids, max_new_tokens=12, min_new_tokens=12, do_sample=False)
         assert gen[0, ids["input_ids"].shape[1] :].tolist() == expected
+
+
+def test_push_to_hub_from_the_training_script(tmp_path, tiny_model_dir, built_default, monkeypatch):
+    """push_to_hub: true uploads the adapter and its card once, through our pusher (fake HfApi)."""
+    from test_hub_push import FakeHfApi
+
+    from train import hub
+    from train.sft import main, make_parser
+
+    FakeHfApi.calls = []
+    monkeypatch.setattr(hub, "HfApi", FakeHfApi)
+    config = write_config(
+        tmp_path / "c.yaml",
+        tiny_model_dir,
+        built_default[0] / "sft",
+        tmp_path / "out",
+        max_steps=1,
+        eval_strategy="no",
+        save_strategy="no",
+    )
+    args = make_parser().parse_args_and_config(
+        ["--config", str(config), "--push_to_hub", "true", "--hub_model_id", "me/decomposer-tiny"]
+    )
+    main(*args)
+    assert [c[0] for c in FakeHfApi.calls] == ["create_repo", "upload_folder"]
+    assert FakeHfApi.calls[1][2] == str(tmp_path / "out")
+    assert "me/decomposer-tiny" in (tmp_path / "out" / "README.md").read_text()

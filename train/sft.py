@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from pathlib import Path
 
 import transformers
 from transformers import AutoTokenizer, set_seed
@@ -64,19 +65,13 @@ def resume_checkpoint(training_args: SFTConfig) -> str | None:
     if value is None or str(value).lower() in ("false", "no", ""):
         return None
     if str(value).lower() in ("true", "yes", "last"):
-        last = get_last_checkpoint(training_args.output_dir) if _isdir(training_args.output_dir) else None
+        last = get_last_checkpoint(training_args.output_dir) if Path(training_args.output_dir).is_dir() else None
         if last is None:
             raise ConfigError(
                 f"--resume_from_checkpoint true, but {training_args.output_dir} has no checkpoint-* folder"
             )
         return last
     return value
-
-
-def _isdir(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).is_dir()
 
 
 def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_args: ModelConfig) -> dict:
@@ -128,6 +123,10 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
     training_args.model_init_kwargs = {**model_init_kwargs, **(training_args.model_init_kwargs or {})}
 
     # ---------------- trainer ----------------
+    # We push the adapter ourselves at the end (with our model card); the Trainer must not
+    # create repos or push checkpoints on its own.
+    push = training_args.push_to_hub
+    training_args.push_to_hub = False
     trainer = SFTTrainer(
         model=model_path,
         args=training_args,
@@ -187,7 +186,7 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
         logger.info("adapter saved to %s", training_args.output_dir)
 
         # ---------------- push ----------------
-        if training_args.push_to_hub:
+        if push:
             url = push_adapter(
                 training_args.output_dir,
                 training_args.hub_model_id,
