@@ -50,7 +50,7 @@ class HFDecomposer:
         from models.registry import resolve_model
 
         path = resolve_model(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(adapter or path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)  # adapters add no tokens: the base's tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
