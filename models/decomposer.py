@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 
 from data_prep.formatting import parse_completion, prompt_messages
-from data_prep.langid import detect
+from data_prep.langid import detect_record_language
 from data_prep.schema import Record, errors, parse_record
 
 
@@ -27,12 +27,17 @@ class Decomposition:
 
 def to_record(raw: str, *, prompt: str, rid: str, language: str | None = None) -> tuple[Record, bool, str | None]:
     """(record, parsed as JSON, fallback reason) for one model output."""
-    language = language or detect(prompt)
-    serial = Record(id=rid, source="decomposer", language=language, prompt=prompt, parallelizable=False)
     try:
         fields = parse_completion(raw)
     except ValueError as err:
-        return serial, False, str(err)
+        fields, parse_error = {}, str(err)
+    else:
+        parse_error = None
+    # the same rule as the data pipeline: the language of the instruction (the template's own words if any)
+    language = language or detect_record_language({"prompt": prompt, **fields})
+    serial = Record(id=rid, source="decomposer", language=language, prompt=prompt, parallelizable=False)
+    if parse_error is not None:
+        return serial, False, parse_error
     rec, violations = parse_record(
         {"id": rid, "source": "decomposer", "language": language, "prompt": prompt, **fields}
     )
