@@ -57,6 +57,8 @@ class DataConfig(_Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     dedup: DedupConfig = DedupConfig()
     splits: SplitConfig = SplitConfig()
+    # output format of the SFT completions (data_prep.formatting.FORMATS)
+    completion_format: Literal["anchor-v1", "json-v2"] = "anchor-v1"
 
 
 class ConfigError(ValueError):

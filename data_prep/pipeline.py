@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from data_prep.config import DataConfig
 from data_prep.dedup import find_duplicates
-from data_prep.formatting import FORMAT_VERSION, sft_example
+from data_prep.formatting import sft_example
 from data_prep.langid import detect_record_language
 from data_prep.loaders import load_source
 from data_prep.plots import plot_summary
@@ -154,7 +154,7 @@ def summary(result: BuildResult, cfg: DataConfig) -> dict[str, Any]:
 
     return {
         "config": cfg.name,
-        "format_version": FORMAT_VERSION,
+        "format_version": cfg.completion_format,
         "loaded_by_source": dict(result.loaded),
         "languages_detected": result.languages_detected,
         "split_sizes": {s: len(r) for s, r in result.splits.items()},
@@ -220,7 +220,10 @@ def write_outputs(result: BuildResult, cfg: DataConfig, output_dir: str | Path) 
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.tmp-", dir=output_dir.parent))
     try:
         dsd = datasets.DatasetDict(
-            {split: datasets.Dataset.from_list([sft_example(r) for r in recs]) for split, recs in result.splits.items()}
+            {
+                split: datasets.Dataset.from_list([sft_example(r, cfg.completion_format) for r in recs])
+                for split, recs in result.splits.items()
+            }
         )
         dsd.save_to_disk(str(tmp / "sft"))
         for split, recs in result.splits.items():

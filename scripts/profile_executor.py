@@ -1,6 +1,6 @@
 """Profile the executor's decode steps (torch.profiler), to see where a step's time goes.
 
-    python scripts/profile_executor.py --branches 16 --doc-tokens 512 --answer-tokens 16
+python scripts/profile_executor.py --branches 16 --doc-tokens 512 --answer-tokens 16
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ def main() -> None:
         ex = ParallelExecutor(model)
         ex.run(groups[0], cfg)
     s = ex.stats
-    print(f"prefill {s.prefill_seconds:.2f} s, {s.decode_steps} decode steps in {s.decode_seconds:.2f} s "
-          f"= {1000 * s.decode_seconds / max(1, s.decode_steps):.0f} ms/step for {args.branches} branches")
+    print(
+        f"prefill {s.prefill_seconds:.2f} s, {s.decode_steps} decode steps in {s.decode_seconds:.2f} s "
+        f"= {1000 * s.decode_seconds / max(1, s.decode_steps):.0f} ms/step for {args.branches} branches"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 

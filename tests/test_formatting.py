@@ -8,11 +8,15 @@ import json
 import pytest
 
 from data_prep.formatting import (
+    FORMATS,
     SYSTEM_PROMPT,
+    adapter_format,
     format_completion,
+    format_of_messages,
     parse_completion,
     prompt_messages,
     sft_example,
+    write_format_file,
 )
 from data_prep.schema import DECOMPOSITION_FIELDS, Record, output_json_schema
 
@@ -22,12 +26,34 @@ def records(labelled_rows):
     return [Record.model_validate(r) for r in labelled_rows]
 
 
-def test_round_trip(records):
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_round_trip(records, fmt):
     for rec in records:
-        text = format_completion(rec)
+        text = format_completion(rec, fmt)
         assert list(json.loads(text)) == list(DECOMPOSITION_FIELDS)
-        fields = parse_completion(text)
+        fields = parse_completion(text, rec.prompt)
         assert Record.model_validate({**rec.model_dump(), **fields}) == rec
+
+
+def test_compact_format_is_shorter_and_verbatim_is_unchanged(records):
+    compact = sum(len(format_completion(r, "anchor-v1")) for r in records)
+    verbatim = sum(len(format_completion(r, "json-v2")) for r in records)
+    assert compact < 0.8 * verbatim
+    rec = next(r for r in records if r.context and len(r.context) > 200)
+    assert json.loads(format_completion(rec, "json-v2"))["context"] == rec.context
+    assert len(json.loads(format_completion(rec, "anchor-v1"))["context"]) < 100
+
+
+def test_format_of_messages_and_adapter_format(tmp_path):
+    for name in FORMATS:
+        assert format_of_messages(prompt_messages("hi", name)) == name
+    assert format_of_messages([{"role": "system", "content": "custom"}]) is None
+    assert adapter_format(None) == "anchor-v1"
+    assert adapter_format(tmp_path) == "json-v2"  # adapters from before the format file
+    write_format_file(tmp_path, "anchor-v1")
+    assert adapter_format(tmp_path) == "anchor-v1"
+    with pytest.raises(ValueError, match="unknown output format"):
+        write_format_file(tmp_path, "yaml-v0")
 
 
 @pytest.mark.parametrize(

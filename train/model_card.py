@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from data_prep.formatting import FORMAT_VERSION
-
 
 def _data_summary(dataset_path: str | Path) -> dict[str, Any] | None:
     summary = Path(dataset_path).parent / "summary.json"
@@ -22,6 +20,7 @@ def render_model_card(
     dataset_path: str,
     config: dict[str, Any],
     metrics: dict[str, Any],
+    output_format: str | None,
 ) -> str:
     summary = _data_summary(dataset_path)
     name = repo_id or "parallel-decomposer adapter"
@@ -38,7 +37,7 @@ def render_model_card(
         "",
         "A LoRA adapter that reads a chatbot prompt, decides whether it holds independent subtasks, and",
         "emits a JSON decomposition (template + shared context + data items, or a count n) following the",
-        f"parallel-decomposer schema (output format `{FORMAT_VERSION}`).",
+        f"parallel-decomposer schema (output format `{output_format or 'custom system prompt'}`).",
         "",
         "## Base model",
         f"- `{base_model_id}` (loaded here from `{base_model}`)",

@@ -29,6 +29,7 @@ from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 
+from data_prep.formatting import FORMAT_FILE, format_of_messages, write_format_file
 from models.registry import REGISTRY, resolve_model
 from train.args import DecomposerDataArguments
 from train.data import TrainDataError, drop_long, load_sft_dataset, select_split
@@ -110,6 +111,11 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
             data_args.eval_split,
         )
     logger.info("train %d examples, eval %s", len(train_ds), len(eval_ds) if eval_ds is not None else "-")
+    output_format = format_of_messages(train_ds[0]["prompt"]) if len(train_ds) else None
+    if output_format is None:
+        logger.warning("the training prompts use a custom system prompt: no %s is written", FORMAT_FILE)
+    else:
+        logger.info("output format of the completions: %s", output_format)
 
     # ---------------- model ----------------
     quantization_config = get_quantization_config(model_args)
@@ -162,6 +168,8 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
     if trainer.accelerator.is_main_process:
         trainer.model.generation_config.save_pretrained(training_args.output_dir)
         tokenizer.save_pretrained(training_args.output_dir)
+        if output_format is not None:
+            write_format_file(training_args.output_dir, output_format)  # the decomposer reads it at inference
         plot_loss_curves(
             trainer.state.log_history, f"{training_args.output_dir}/loss_curves.png", title=f"LoRA SFT of {base_name}"
         )
@@ -178,6 +186,7 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
             dataset_path=data_args.dataset_path,
             config=config_dump,
             metrics=metrics,
+            output_format=output_format,
         )
         with open(f"{training_args.output_dir}/README.md", "w", encoding="utf-8") as f:
             f.write(card)
