@@ -224,19 +224,39 @@ def escape_braces(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def output_json_schema() -> dict[str, Any]:
+# Template text between placeholders: any character but a brace, or a doubled literal brace.
+_TEXT = r"(?:[^{}]|\{\{|\}\})"
+
+
+def _template_pattern(placeholders: tuple[str, ...], max_chars: int) -> str:
+    """Regex of a template holding each placeholder exactly once (any order) and no
+    other single brace; at most `max_chars` characters of text around each placeholder."""
+    text = f"{_TEXT}{{0,{max_chars}}}"
+    if not placeholders:
+        return f"^{_TEXT}{{1,{max_chars}}}$"
+    orders = [placeholders] if len(placeholders) == 1 else [placeholders, placeholders[::-1]]
+    alternatives = [text.join(re.escape("{" + p + "}") for p in order) for order in orders]
+    return f"^{text}(?:{'|'.join(alternatives)}){text}$"
+
+
+def output_json_schema(max_chars: int = 2048, max_items: int = 64, max_n: int = 1000) -> dict[str, Any]:
     """JSON Schema of the decomposer's output (the fields in DECOMPOSITION_FIELDS).
 
-    Three variants: serial (all nulls), parallel over data items, parallel n times.
-    Every key is required and ordered as DECOMPOSITION_FIELDS, so a grammar engine
-    emits one canonical shape. What JSON Schema cannot express (placeholders present,
-    context copied from the prompt) is checked after decoding with `check_record`.
+    Five variants: serial (all nulls); parallel over data items or n times, each with
+    and without a shared context. Every key is required and ordered as
+    DECOMPOSITION_FIELDS, so a grammar engine emits one canonical shape. The template's
+    regex enforces rule 5 (each placeholder exactly once, none other, literal braces
+    doubled); strings, lists and n are bounded so that any output, even a random
+    model's, ends. What JSON Schema cannot express (context and items found in the
+    prompt) is checked after decoding with `check_record`.
     """
     null = {"type": "null"}
     category = {"type": "string", "enum": list(CATEGORIES)}
-    template = {"type": "string", "minLength": 1}
-    context = {"anyOf": [{"type": "string", "minLength": 1}, null]}
-    item = {"type": "string", "minLength": 1}
+    context = {"type": "string", "minLength": 1, "maxLength": max_chars}
+    # an item starts with a visible character (whitespace-only items break rule 3)
+    item = {"type": "string", "pattern": f"^\\S[\\s\\S]{{0,{max_chars - 1}}}$"}
+    data = {"type": "array", "items": item, "minItems": 2, "maxItems": max_items}
+    count = {"type": "integer", "minimum": 2, "maximum": max_n}
 
     def variant(props: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -246,25 +266,19 @@ def output_json_schema() -> dict[str, Any]:
             "additionalProperties": False,
         }
 
+    def parallel(with_data: bool, with_context: bool) -> dict[str, Any]:
+        placeholders = (("data",) if with_data else ()) + (("context",) if with_context else ())
+        return variant(
+            {
+                "parallelizable": {"const": True},
+                "category": category,
+                "template": {"type": "string", "pattern": _template_pattern(placeholders, max_chars)},
+                "context": context if with_context else null,
+                "data": data if with_data else null,
+                "n": null if with_data else count,
+            }
+        )
+
     serial = variant({"parallelizable": {"const": False}, **{f: null for f in DECOMPOSITION_FIELDS[1:]}})
-    over_data = variant(
-        {
-            "parallelizable": {"const": True},
-            "category": category,
-            "template": template,
-            "context": context,
-            "data": {"type": "array", "items": item, "minItems": 2},
-            "n": null,
-        }
-    )
-    repeated = variant(
-        {
-            "parallelizable": {"const": True},
-            "category": category,
-            "template": template,
-            "context": context,
-            "data": null,
-            "n": {"type": "integer", "minimum": 2},
-        }
-    )
-    return {"title": "Decomposition", "anyOf": [serial, over_data, repeated]}
+    variants = [serial] + [parallel(d, c) for d in (True, False) for c in (False, True)]
+    return {"title": "Decomposition", "anyOf": variants}

@@ -104,6 +104,27 @@ def test_every_gold_completion_is_accepted_by_the_grammar(records, tiny_tokenize
         assert matcher.consume_token(tiny_tokenizer.eos_token_id) and matcher.is_accepting(), rec.id
 
 
+def test_grammar_accepts_literal_braces_and_either_placeholder_order(tiny_tokenizer):
+    import llguidance
+    import llguidance.hf
+
+    lltok = llguidance.hf.from_tokenizer(tiny_tokenizer)
+    grammar = llguidance.LLMatcher.grammar_from_json_schema(
+        output_json_schema(), defaults={"whitespace_flexible": False}
+    )
+    good = [
+        '{"parallelizable":true,"category":"other","template":"{context} then {{json}} {data}",'
+        '"context":"ctx","data":["a","b"],"n":null}',
+        '{"parallelizable":true,"category":"other","template":"{data} in {context}","context":"c","data":["a","b"],"n":null}',
+        '{"parallelizable":true,"category":"repeated_generation","template":"A slogan","context":null,"data":null,"n":5}',
+    ]
+    for text in good:
+        matcher = llguidance.LLMatcher(lltok, grammar)
+        ids = tiny_tokenizer.encode(text, add_special_tokens=False)
+        assert matcher.try_consume_tokens(ids) == len(ids), (text, matcher.get_error())
+        assert matcher.consume_token(tiny_tokenizer.eos_token_id), text
+
+
 def test_grammar_rejects_invalid_outputs(tiny_tokenizer):
     import llguidance
     import llguidance.hf
@@ -117,6 +138,13 @@ def test_grammar_rejects_invalid_outputs(tiny_tokenizer):
         '{"parallelizable":true,"category":"other","template":"x {data}","context":null,"data":["only one"]',
         '{"parallelizable":true,"category":"other","template":"x","context":null,"data":null,"n":1',
         '{"parallelizable":false,"category":"other"',
+        # rule 5 in the template's regex
+        '{"parallelizable":true,"category":"other","template":"x {data} {data}","context":null,"data":["a","b"]',
+        '{"parallelizable":true,"category":"other","template":"x {item}","context":null',
+        '{"parallelizable":true,"category":"repeated_generation","template":"Give {n} slogans","context":null',
+        '{"parallelizable":true,"category":"other","template":"x {data}","context":"shared text","data":["a","b"]',
+        '{"parallelizable":true,"category":"other","template":"Use {context}","context":null,"data":null,"n":3',
+        '{"parallelizable":true,"category":"other","template":"x {data}","context":null,"data":[" ","b"]',
     ]
     for text in bad:
         matcher = llguidance.LLMatcher(lltok, grammar)

@@ -169,8 +169,12 @@ def test_render_every_labelled_record(labelled_rows):
 
 def test_json_schema_shape():
     schema = output_json_schema()
-    serial, over_data, repeated = schema["anyOf"]
+    serial, over_data, over_data_ctx, repeated, repeated_ctx = schema["anyOf"]
+    assert serial["properties"]["parallelizable"] == {"const": False}
     assert over_data["properties"]["category"]["enum"] == list(CATEGORIES)
     assert over_data["properties"]["data"]["minItems"] == 2
+    assert over_data["properties"]["context"] == {"type": "null"}
+    assert over_data_ctx["properties"]["context"]["minLength"] == 1
     assert repeated["properties"]["n"]["minimum"] == 2
+    assert repeated_ctx["properties"]["data"] == {"type": "null"}
     assert all(v["additionalProperties"] is False for v in schema["anyOf"])
