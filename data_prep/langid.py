@@ -17,19 +17,29 @@ import json
 import re
 import sys
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 # langid.py splits some languages more finely than ISO 639-1 labels do.
-_ALIASES = {"wuu": "zh", "yue": "zh", "nb": "no", "nn": "no"}
+# Labels without an ISO 639-1 code that are not aliased are never predicted.
+_ALIASES = {"wuu": "zh", "yue": "zh", "nb": "no", "nn": "no", "arz": "ar", "ary": "ar", "uzs": "uz", "gug": "gn"}
 _CODE_BLOCK = re.compile(r"```.*?(```|$)", re.S)
 _PLACEHOLDER = re.compile(r"\{(context|data)\}")
 MIN_TEMPLATE_LETTERS = 15  # fewer (e.g. '**Question:** {data}') says too little to classify
 
 
-def detect(text: str) -> str:
-    import py3langid
+@lru_cache(maxsize=1)
+def _identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-    code, _ = py3langid.classify(text)
+    ident = LanguageIdentifier.from_model_file(MODEL_FILE)
+    ident.set_languages([code for code in ident.labels if len(code) == 2 or code in _ALIASES])
+    return ident
+
+
+def detect(text: str) -> str:
+    """ISO 639-1 code of the text's language (always two lowercase letters)."""
+    code, _ = _identifier().classify(text)
     return _ALIASES.get(code, code)
 
 

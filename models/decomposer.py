@@ -1,18 +1,44 @@
-"""The decomposer in-process with transformers (+ a PEFT adapter): prompt in, schema
-record out. Same system prompt, chat template and output format as training.
+"""The decomposer: prompt in, schema record out, behind one interface with three backends.
 
-An output that does not parse or breaks a schema rule never raises: the prompt is
-returned as a serial (not parallelizable) record with the reason recorded.
+- ``hf``: in-process transformers (+ a PEFT adapter); constrained by `GrammarLogitsProcessor`.
+- ``vllm``: in-process vLLM (`LLM`, `LoRARequest`); structured outputs, guidance backend.
+- ``openai``: an OpenAI-compatible server (`python -m models.serve`); `response_format`
+  json_schema, which vLLM serves with the same guidance backend.
+
+All three send the same system prompt and chat template as training (the output format
+the adapter was trained on, `data_prep.formatting.adapter_format`) and decode greedily.
+With `constrained=True` (the default) every output parses and follows the JSON Schema.
+What the schema cannot express (context and items found in the prompt) is checked after
+decoding; an output that fails it, or one cut by the token budget, falls back to
+"run the prompt serially" with the reason recorded. Bad prompts raise `PromptError`.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from data_prep.formatting import parse_completion, prompt_messages
+from data_prep.formatting import adapter_format, parse_completion, prompt_messages
 from data_prep.langid import detect_record_language
-from data_prep.schema import Record, errors, parse_record
+from data_prep.schema import Record, errors, output_json_schema, parse_record
+
+BACKENDS = ("hf", "vllm", "openai")
+
+
+class PromptError(ValueError):
+    """A prompt the decomposer cannot take (empty, binary, not UTF-8, too long)."""
+
+
+class DecomposerError(RuntimeError):
+    """A backend that cannot start (missing adapter, server down, vLLM missing)."""
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: int  # generated tokens, end-of-turn included
+    complete: bool  # False when cut by max_new_tokens
 
 
 @dataclass
@@ -22,13 +48,48 @@ class Decomposition:
     valid_json: bool
     fallback_reason: str | None  # None when the model's decomposition is used as is
     generated_tokens: int
-    seconds: float  # wall time of the batch this prompt was decoded in, shared equally
+    seconds: float  # this prompt's share of the wall time of the batch it was decoded in
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.record.model_dump(),
+            "decomposer": {
+                "fallback_reason": self.fallback_reason,
+                "valid_json": self.valid_json,
+                "generated_tokens": self.generated_tokens,
+                "seconds": round(self.seconds, 4),
+                "raw": self.raw,
+            },
+        }
 
 
-def to_record(raw: str, *, prompt: str, rid: str, language: str | None = None) -> tuple[Record, bool, str | None]:
+def check_prompt(prompt: object, where: str = "prompt") -> str:
+    """The prompt, or PromptError naming what is wrong with it."""
+    if isinstance(prompt, bytes):
+        try:
+            prompt = prompt.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise PromptError(f"{where} is not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    if not isinstance(prompt, str):
+        raise PromptError(f"{where} must be a string, not {type(prompt).__name__}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PromptError(f"{where} is not valid UTF-8 (it holds lone surrogates, e.g. from undecodable bytes)") from None
+    if not prompt.strip():
+        raise PromptError(f"{where} is empty")
+    control = [c for c in prompt if ord(c) < 32 and c not in "\n\r\t"]
+    if "\x00" in prompt or len(control) > max(2, len(prompt) // 100):
+        raise PromptError(f"{where} looks binary ({len(control)} control characters); expected text")
+    return prompt
+
+
+def to_record(
+    raw: str, *, prompt: str, rid: str, complete: bool = True, language: str | None = None
+) -> tuple[Record, bool, str | None]:
     """(record, parsed as JSON, fallback reason) for one model output."""
     try:
-        fields = parse_completion(raw)
+        fields = parse_completion(raw, prompt)
     except ValueError as err:
         fields, parse_error = {}, str(err)
     else:
@@ -37,6 +98,8 @@ def to_record(raw: str, *, prompt: str, rid: str, language: str | None = None) -
     language = language or detect_record_language({"prompt": prompt, **fields})
     serial = Record(id=rid, source="decomposer", language=language, prompt=prompt, parallelizable=False)
     if parse_error is not None:
+        if not complete:
+            parse_error = f"output cut at the token budget before it was complete ({parse_error})"
         return serial, False, parse_error
     rec, violations = parse_record(
         {"id": rid, "source": "decomposer", "language": language, "prompt": prompt, **fields}
@@ -47,59 +110,147 @@ def to_record(raw: str, *, prompt: str, rid: str, language: str | None = None) -
     return rec, True, None
 
 
-class HFDecomposer:
-    def __init__(self, model: str, adapter: str | None = None, *, dtype: str = "float32", max_new_tokens: int = 512):
+@dataclass
+class Decomposer:
+    """Shared logic; a backend implements `_generate` (and `prompt_tokens` if it can)."""
+
+    backend: str = field(init=False, default="")
+    fmt: str = "anchor-v1"
+    constrained: bool = True
+    max_new_tokens: int = 512
+    max_prompt_tokens: int | None = None  # None: not checked here (the server checks)
+    schema: dict[str, Any] = field(default_factory=output_json_schema)
+
+    def _generate(self, prompts: list[str]) -> list[Generation]:
+        raise NotImplementedError
+
+    def prompt_tokens(self, prompt: str) -> int | None:
+        return None
+
+    def check(self, prompts: list[object], ids: list[str]) -> list[str]:
+        out = []
+        for prompt, rid in zip(prompts, ids, strict=True):
+            text = check_prompt(prompt, f"prompt {rid!r}")
+            n = self.prompt_tokens(text) if self.max_prompt_tokens else None
+            if n is not None and self.max_prompt_tokens is not None and n > self.max_prompt_tokens:
+                raise PromptError(
+                    f"prompt {rid!r} is too long: {n} tokens with the system prompt, "
+                    f"the limit is {self.max_prompt_tokens} (max_model_len - max_new_tokens)"
+                )
+            out.append(text)
+        return out
+
+    def messages(self, prompt: str) -> list[dict[str, str]]:
+        return prompt_messages(prompt, self.fmt)
+
+    def decompose(self, prompts: list[object], ids: list[str] | None = None, batch_size: int = 8) -> list[Decomposition]:
+        """One Decomposition per prompt, in order. Raises PromptError before decoding anything."""
+        ids = ids or [f"prompt-{i}" for i in range(len(prompts))]
+        texts = self.check(prompts, ids)
+        results: list[Decomposition] = []
+        for start in range(0, len(texts), batch_size):
+            chunk, chunk_ids = texts[start : start + batch_size], ids[start : start + batch_size]
+            began = time.perf_counter()
+            gens = self._generate(chunk)
+            share = (time.perf_counter() - began) / len(chunk)
+            for prompt, rid, gen in zip(chunk, chunk_ids, gens, strict=True):
+                rec, valid_json, reason = to_record(gen.text, prompt=prompt, rid=rid, complete=gen.complete)
+                results.append(Decomposition(rec, gen.text, valid_json, reason, gen.tokens, share))
+        return results
+
+
+@dataclass
+class HFDecomposer(Decomposer):
+    """In-process transformers (+ peft). Batches are left-padded; greedy decoding."""
+
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    adapter: str | None = None
+    dtype: str = "float32"
+    max_model_len: int = 4096
+
+    def __post_init__(self) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from models.registry import resolve_model
 
-        path = resolve_model(model)
+        self.backend = "hf"
+        check_adapter(self.adapter)
+        self.fmt = adapter_format(self.adapter) if self.adapter else self.fmt
+        path = resolve_model(self.model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)  # adapters add no tokens: the base's tokenizer
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-        if adapter:
+        self.hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype))
+        if self.adapter:
             from peft import PeftModel
 
-            self.model = PeftModel.from_pretrained(self.model, adapter)
-        self.model.eval()
-        self.max_new_tokens = max_new_tokens
+            self.hf_model = PeftModel.from_pretrained(self.hf_model, self.adapter)
+        self.hf_model.eval()
+        self.max_prompt_tokens = self.max_model_len - self.max_new_tokens
 
-    def generate(self, prompts: list[str]) -> tuple[list[str], list[int], float]:
+    def prompt_tokens(self, prompt: str) -> int:
+        return len(self.prompt_ids(prompt))
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer.apply_chat_template(
+            self.messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+
+    def _generate(self, prompts: list[str]) -> list[Generation]:
         import torch
+        from transformers import LogitsProcessorList
+
+        from models.constrained import GrammarLogitsProcessor
 
         batch = self.tokenizer.apply_chat_template(
-            [prompt_messages(p) for p in prompts],
+            [self.messages(p) for p in prompts],
             add_generation_prompt=True,
             padding=True,
             return_tensors="pt",
             return_dict=True,
         )
-        start = time.perf_counter()
+        processors = LogitsProcessorList()
+        if self.constrained:
+            vocab = self.hf_model.get_output_embeddings().weight.shape[0]
+            processors.append(GrammarLogitsProcessor(self.tokenizer, self.schema, vocab))
         with torch.inference_mode():
-            out = self.model.generate(
-                **batch, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+            out = self.hf_model.generate(
+                **batch,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+                logits_processor=processors,
             )
-        seconds = time.perf_counter() - start
         new = out[:, batch["input_ids"].shape[1] :]
-        eos = self.tokenizer.eos_token_id
-        texts, counts = [], []
+        eos = self.hf_model.generation_config.eos_token_id
+        stops = {*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None}
+        gens = []
         for row in new.tolist():
-            ended = [i for i, t in enumerate(row) if t in (eos, self.tokenizer.pad_token_id)]
+            ended = [i for i, t in enumerate(row) if t in stops]
             n = ended[0] + 1 if ended else len(row)
-            counts.append(n)
-            texts.append(self.tokenizer.decode(row[:n], skip_special_tokens=True))
-        return texts, counts, seconds
+            gens.append(Generation(self.tokenizer.decode(row[:n], skip_special_tokens=True), n, bool(ended)))
+        return gens
 
-    def decompose(self, prompts: list[str], ids: list[str] | None = None, batch_size: int = 8) -> list[Decomposition]:
-        ids = ids or [f"prompt-{i}" for i in range(len(prompts))]
-        results: list[Decomposition] = []
-        for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            texts, counts, seconds = self.generate(chunk)
-            for prompt, rid, text, n in zip(chunk, ids[start : start + batch_size], texts, counts, strict=True):
-                rec, valid_json, reason = to_record(text, prompt=prompt, rid=rid)
-                results.append(Decomposition(rec, text, valid_json, reason, n, seconds / len(chunk)))
-        return results
+
+def check_adapter(adapter: str | None) -> None:
+    from pathlib import Path
+
+    if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+        raise DecomposerError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json)")
+
+
+def load_decomposer(backend: str, **kwargs: Any) -> Decomposer:
+    """A decomposer for `backend` (hf, vllm, openai) with the backend's own options."""
+    if backend == "hf":
+        return HFDecomposer(**kwargs)
+    if backend == "vllm":
+        from models.decomposer_vllm import VLLMDecomposer
+
+        return VLLMDecomposer(**kwargs)
+    if backend == "openai":
+        from models.decomposer_vllm import OpenAIDecomposer
+
+        return OpenAIDecomposer(**kwargs)
+    raise DecomposerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
