@@ -31,7 +31,14 @@ def load_gold(path: str, limit: int | None, seed: int) -> list[Record]:
 
 
 def run_system(
-    name: str, model: str, adapter: str | None, gold: list[Record], out: Path, batch_size: int, max_new_tokens: int
+    name: str,
+    model: str,
+    adapter: str | None,
+    gold: list[Record],
+    out: Path,
+    batch_size: int,
+    max_new_tokens: int,
+    constrained: bool = False,
 ) -> list[dict]:
     pred_path = out / f"{name}.predictions.jsonl"
     done = {}
@@ -46,7 +53,7 @@ def run_system(
 
         from models.decomposer import HFDecomposer
 
-        decomposer = HFDecomposer(model, adapter, max_new_tokens=max_new_tokens)
+        decomposer = HFDecomposer(model=model, adapter=adapter, max_new_tokens=max_new_tokens, constrained=constrained)
         with open(pred_path, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=name, unit="prompt") as bar:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
@@ -106,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=384)
     parser.add_argument("--out", default="outputs/eval/quick")
+    parser.add_argument("--constrained", action="store_true", help="grammar-constrained decoding (llguidance)")
     args = parser.parse_args(argv)
     for path, what in ((args.gold, "gold file"), (Path(args.adapter) / "adapter_config.json", "adapter")):
         if not Path(path).exists():
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     gold = load_gold(args.gold, args.limit, args.seed)
     results = {}
     for name, adapter in (("base", None), ("adapter", args.adapter)):
-        preds = run_system(name, args.model, adapter, gold, out, args.batch_size, args.max_new_tokens)
+        preds = run_system(name, args.model, adapter, gold, out, args.batch_size, args.max_new_tokens, args.constrained)
         results[name] = score(gold, preds)
     report = {
         "model": args.model,

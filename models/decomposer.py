@@ -75,7 +75,9 @@ def check_prompt(prompt: object, where: str = "prompt") -> str:
     try:
         prompt.encode("utf-8")
     except UnicodeEncodeError:
-        raise PromptError(f"{where} is not valid UTF-8 (it holds lone surrogates, e.g. from undecodable bytes)") from None
+        raise PromptError(
+            f"{where} is not valid UTF-8 (it holds lone surrogates, e.g. from undecodable bytes)"
+        ) from None
     if not prompt.strip():
         raise PromptError(f"{where} is empty")
     control = [c for c in prompt if ord(c) < 32 and c not in "\n\r\t"]
@@ -110,7 +112,7 @@ def to_record(
     return rec, True, None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Decomposer:
     """Shared logic; a backend implements `_generate` (and `prompt_tokens` if it can)."""
 
@@ -143,7 +145,9 @@ class Decomposer:
     def messages(self, prompt: str) -> list[dict[str, str]]:
         return prompt_messages(prompt, self.fmt)
 
-    def decompose(self, prompts: list[object], ids: list[str] | None = None, batch_size: int = 8) -> list[Decomposition]:
+    def decompose(
+        self, prompts: list[object], ids: list[str] | None = None, batch_size: int = 8
+    ) -> list[Decomposition]:
         """One Decomposition per prompt, in order. Raises PromptError before decoding anything."""
         ids = ids or [f"prompt-{i}" for i in range(len(prompts))]
         texts = self.check(prompts, ids)
@@ -159,7 +163,7 @@ class Decomposer:
         return results
 
 
-@dataclass
+@dataclass(kw_only=True)
 class HFDecomposer(Decomposer):
     """In-process transformers (+ peft). Batches are left-padded; greedy decoding."""
 

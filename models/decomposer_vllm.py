@@ -19,7 +19,7 @@ from models.vllm_env import VLLMUnavailable, apply_cpu_env, engine_kwargs, requi
 LORA_NAME = "decomposer"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class VLLMDecomposer(Decomposer):
     """In-process vLLM: one engine, the adapter as a `LoRARequest`, guided JSON."""
 
@@ -76,7 +76,7 @@ class VLLMDecomposer(Decomposer):
         return gens
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OpenAIDecomposer(Decomposer):
     """A running OpenAI-compatible server (`python -m models.serve start`).
 
