@@ -39,6 +39,7 @@ class Generation:
     text: str
     tokens: int  # generated tokens, end-of-turn included
     complete: bool  # False when cut by max_new_tokens
+    token_ids: list[int] = field(default_factory=list)  # where the backend returns them (hf, vllm)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Decomposition:
     fallback_reason: str | None  # None when the model's decomposition is used as is
     generated_tokens: int
     seconds: float  # this prompt's share of the wall time of the batch it was decoded in
+    token_ids: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,7 +161,7 @@ class Decomposer:
             share = (time.perf_counter() - began) / len(chunk)
             for prompt, rid, gen in zip(chunk, chunk_ids, gens, strict=True):
                 rec, valid_json, reason = to_record(gen.text, prompt=prompt, rid=rid, complete=gen.complete)
-                results.append(Decomposition(rec, gen.text, valid_json, reason, gen.tokens, share))
+                results.append(Decomposition(rec, gen.text, valid_json, reason, gen.tokens, share, gen.token_ids))
         return results
 
 
@@ -234,7 +236,8 @@ class HFDecomposer(Decomposer):
         for row in new.tolist():
             ended = [i for i, t in enumerate(row) if t in stops]
             n = ended[0] + 1 if ended else len(row)
-            gens.append(Generation(self.tokenizer.decode(row[:n], skip_special_tokens=True), n, bool(ended)))
+            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+            gens.append(Generation(text, n, bool(ended), row[:n]))
         return gens
 
 

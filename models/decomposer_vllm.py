@@ -70,9 +70,7 @@ class VLLMDecomposer(Decomposer):
         gens = []
         for out in outs:
             o = out.outputs[0]
-            # vLLM strips the stop token from token_ids; count it as a generated step like generate() does
-            finished = o.finish_reason == "stop"
-            gens.append(Generation(o.text, len(o.token_ids) + (finished and o.stop_reason is None), finished))
+            gens.append(Generation(o.text, len(o.token_ids), o.finish_reason == "stop", list(o.token_ids)))
         return gens
 
 

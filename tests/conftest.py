@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -14,6 +16,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw"
@@ -133,3 +136,72 @@ def hub_parquet(tmp_path_factory):
     path = tmp_path_factory.mktemp("hub") / "train-00000-of-00001.parquet"
     datasets.Dataset.from_list(rows).to_parquet(str(path))
     return path
+
+
+# ---------------- training the tiny model (train/sft.py through its real CLI) ----------------
+ACCELERATE = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--config_file",
+    str(ROOT / "configs/accelerate/cpu.yaml"),
+]
+
+
+def write_config(path, tiny_model_dir, dataset_path, output_dir, **overrides):
+    cfg = {
+        "model_name_or_path": str(tiny_model_dir),
+        "dtype": "float32",
+        "use_peft": True,
+        "lora_r": 8,
+        "lora_alpha": 16,
+        "lora_target_modules": ["q_proj", "v_proj"],
+        "dataset_path": str(dataset_path),
+        "data_config": None,
+        "max_train_samples": 16,
+        "max_eval_samples": 4,
+        "max_length": 512,
+        "per_device_train_batch_size": 2,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1e-3,
+        "logging_steps": 1,
+        "eval_strategy": "steps",
+        "eval_steps": 2,
+        "save_strategy": "steps",
+        "save_steps": 1,
+        "output_dir": str(output_dir),
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+        "max_steps": 2,
+    }
+    cfg.update(overrides)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_sft(config, *extra, launcher=ACCELERATE):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE", "WANDB_MODE": "disabled"}
+    return subprocess.run(
+        [*launcher, str(ROOT / "train/sft.py"), "--config", str(config), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=900,
+    )
+
+
+def run_sft_directly(config, *extra):
+    """Without accelerate, whose launcher adds its own traceback when the script exits non-zero."""
+    return run_sft(config, *extra, launcher=[sys.executable])
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_model_dir, built_default):
+    dataset = built_default[0] / "sft"
+    work = tmp_path_factory.mktemp("sft")
+    config = write_config(work / "tiny.yaml", tiny_model_dir, dataset, work / "out")
+    proc = run_sft(config)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work, config
