@@ -97,10 +97,32 @@ def test_server_answers_on_loopback_only_and_serves_the_adapter(server, tiny_mod
     assert served == {tiny_model_dir.name, os.path.basename(adapter)}
     info = json.loads((ROOT / "outputs/serve" / str(port) / "server.json").read_text())
     assert info["host"] == "127.0.0.1" and info["pid"] == pid
-    addresses = {ip for ip in socket.gethostbyname_ex(socket.gethostname())[2] if not ip.startswith("127.")}
-    for ip in addresses:  # not reachable on the machine's other interfaces
-        with pytest.raises(OSError), socket.create_connection((ip, port), timeout=2):
+    listening = _listening_addresses(port)
+    assert listening == {"127.0.0.1"}, listening  # bound to loopback, not 0.0.0.0
+    outward = _outward_ip()
+    if outward and not outward.startswith("127."):  # and not reachable on the machine's own address
+        with pytest.raises(OSError), socket.create_connection((outward, port), timeout=2):
             pass
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a socket listening on `port` (Linux /proc/net/tcp)."""
+    found = set()
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, p = local.split(":")
+        if int(p, 16) == port and state == "0A":
+            found.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    return found
+
+
+def _outward_ip() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # UDP connect sends nothing; it picks the outward interface
+            return s.getsockname()[0]
+        except OSError:
+            return None
 
 
 def test_openai_backend_matches_transformers_and_survives_load(server, tiny_model_dir, labelled_rows):
