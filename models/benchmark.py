@@ -200,13 +200,9 @@ def run_vllm(model_path: str, groups, w: Workload) -> tuple[float, list[list[lis
 
     if importlib.util.find_spec("vllm") is None:
         return None
-    env = {
-        **os.environ,
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "VLLM_CPU_KVCACHE_SPACE": "2",
-        "VLLM_CPU_OMP_THREADS_BIND": f"0-{max(0, (os.cpu_count() or 1) - 1)}",
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    }
+    from models.vllm_env import cpu_env
+
+    env = {**os.environ, **cpu_env(kv_cache_gib=2)}
     proc = subprocess.run(
         [sys.executable, "-c", VLLM_SCRIPT, model_path, json.dumps(groups), str(w.answer_tokens)],
         capture_output=True,

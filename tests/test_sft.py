@@ -134,13 +134,9 @@ def test_vllm_loads_the_adapter_and_matches_peft(trained, tiny_model_dir, tiny_t
         tiny_tokenizer.apply_chat_template(prompt_messages(p), add_generation_prompt=True, tokenize=False)
         for p in ("Give me 3 slogans for a bakery", "Translate into German: 1. Hello 2. Goodbye")
     ]
-    env = {
-        **os.environ,
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": "0-1" if (os.cpu_count() or 1) > 1 else "0",
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-    }
+    from models.vllm_env import cpu_env
+
+    env = {**os.environ, **cpu_env(kv_cache_gib=1)}
     proc = subprocess.run(
         [sys.executable, "-c", VLLM_SCRIPT, str(tiny_model_dir), str(out), json.dumps(texts)],
         capture_output=True,

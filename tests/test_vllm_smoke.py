@@ -29,16 +29,9 @@ def test_vllm_cpu_serves_a_converted_model():
     from models.fetch import fetch_model
 
     path = fetch_model("smollm2-135m-instruct")
-    env = {
-        **os.environ,
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "VLLM_CPU_OMP_THREADS_BIND": "0-1",
-        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "HF_HUB_OFFLINE": "1",
-    }
-    if (os.cpu_count() or 1) < 2:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = "0"
+    from models.vllm_env import cpu_env
+
+    env = {**os.environ, **cpu_env(kv_cache_gib=1)}
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT, str(path)], capture_output=True, text=True, env=env, timeout=600
     )
