@@ -108,12 +108,13 @@ def start(
     host: str = "127.0.0.1",
     port: int = 8000,
     max_model_len: int = 4096,
-    dtype: str = "float32",
+    dtype: str | None = None,
     kv_cache_gib: float = 2.0,
     timeout: float = 600.0,
 ) -> int:
     """Start the server and wait for /health; returns its PID."""
     require_vllm()
+    dtype = dtype or ("auto" if on_gpu() else "float32")
     for a in adapters:
         lora_rank(a)  # a clear error for a missing adapter, before anything starts
     if read_pid(port) is not None:
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     p_start.add_argument("--adapter", action="append", default=[], help="LoRA adapter folder (repeatable)")
     p_start.add_argument("--host", default="127.0.0.1")
     p_start.add_argument("--max-model-len", type=int, default=4096)
-    p_start.add_argument("--dtype", default="float32" if not os.environ.get("CUDA_VISIBLE_DEVICES") else "auto")
+    p_start.add_argument("--dtype", help="default: float32 on CPU, the model's own dtype (auto) on a GPU")
     p_start.add_argument("--kv-cache-gib", type=float, default=2.0, help="CPU only: VLLM_CPU_KVCACHE_SPACE")
     p_start.add_argument("--timeout", type=float, default=600.0)
     for p in (p_start, sub.add_parser("stop"), sub.add_parser("status")):
