@@ -129,6 +129,10 @@ class OpenAIDecomposer(Decomposer):
             resp = self.client.chat.completions.create(**self.request(prompt))
         except openai.BadRequestError as err:  # e.g. longer than the server's max_model_len
             raise PromptError(f"the server rejected the prompt: {_message(err)}") from None
+        except openai.APIConnectionError:
+            raise DecomposerError(f"lost the connection to the server at {self.base_url}") from None
+        except openai.APIStatusError as err:  # 5xx after the client's retries
+            raise DecomposerError(f"the server answered {err.status_code}: {_message(err)}") from None
         choice = resp.choices[0]
         tokens = resp.usage.completion_tokens if resp.usage else 0
         return Generation(choice.message.content or "", tokens, choice.finish_reason == "stop")

@@ -269,3 +269,13 @@ def test_score_counts():
         and s["parallelizable_recall"] == 0.5
     )
     assert s["category_accuracy_on_true_positives"] == 1.0
+
+
+def test_openai_backend_without_a_server_is_a_clear_error():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there once the socket is closed
+    with pytest.raises(DecomposerError, match="no server answers"):
+        load_decomposer("openai", base_url=f"http://127.0.0.1:{port}/v1")
