@@ -239,7 +239,7 @@ def _template_pattern(placeholders: tuple[str, ...], max_chars: int) -> str:
     return f"^{text}(?:{'|'.join(alternatives)}){text}$"
 
 
-def output_json_schema(max_chars: int = 2048, max_items: int = 64, max_n: int = 1000) -> dict[str, Any]:
+def output_json_schema(max_chars: int = 4096, max_items: int = 64, max_n: int = 1000) -> dict[str, Any]:
     """JSON Schema of the decomposer's output (the fields in DECOMPOSITION_FIELDS).
 
     Five variants: serial (all nulls); parallel over data items or n times, each with

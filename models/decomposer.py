@@ -166,13 +166,33 @@ class Decomposer:
 
 
 @dataclass(kw_only=True)
-class HFDecomposer(Decomposer):
-    """In-process transformers (+ peft). Batches are left-padded; greedy decoding."""
+class LocalDecomposer(Decomposer):
+    """A backend that loads the model in this process (hf, vllm): it knows the tokenizer,
+    so overlong prompts are refused before decoding."""
 
     model: str = "qwen2.5-coder-0.5b-instruct"
     adapter: str | None = None
     dtype: str = "float32"
     max_model_len: int = 4096
+
+    def _setup(self, backend: str) -> None:
+        self.backend = backend
+        check_adapter(self.adapter)
+        self.fmt = adapter_format(self.adapter) if self.adapter else self.fmt
+        self.max_prompt_tokens = self.max_model_len - self.max_new_tokens
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer.apply_chat_template(
+            self.messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+
+    def prompt_tokens(self, prompt: str) -> int:
+        return len(self.prompt_ids(prompt))
+
+
+@dataclass(kw_only=True)
+class HFDecomposer(LocalDecomposer):
+    """In-process transformers (+ peft). Batches are left-padded; greedy decoding."""
 
     def __post_init__(self) -> None:
         import torch
@@ -180,9 +200,7 @@ class HFDecomposer(Decomposer):
 
         from models.registry import resolve_model
 
-        self.backend = "hf"
-        check_adapter(self.adapter)
-        self.fmt = adapter_format(self.adapter) if self.adapter else self.fmt
+        self._setup("hf")
         path = resolve_model(self.model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)  # adapters add no tokens: the base's tokenizer
         self.tokenizer.padding_side = "left"
@@ -194,15 +212,6 @@ class HFDecomposer(Decomposer):
 
             self.hf_model = PeftModel.from_pretrained(self.hf_model, self.adapter)
         self.hf_model.eval()
-        self.max_prompt_tokens = self.max_model_len - self.max_new_tokens
-
-    def prompt_tokens(self, prompt: str) -> int:
-        return len(self.prompt_ids(prompt))
-
-    def prompt_ids(self, prompt: str) -> list[int]:
-        return self.tokenizer.apply_chat_template(
-            self.messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
-        )
 
     def _generate(self, prompts: list[str]) -> list[Generation]:
         import torch

@@ -13,25 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.formatting import adapter_format
-from models.decomposer import Decomposer, DecomposerError, Generation, PromptError, check_adapter
+from models.decomposer import Decomposer, DecomposerError, Generation, LocalDecomposer, PromptError, check_adapter
 from models.vllm_env import VLLMUnavailable, apply_cpu_env, engine_kwargs, require_vllm
 
 LORA_NAME = "decomposer"
 
 
 @dataclass(kw_only=True)
-class VLLMDecomposer(Decomposer):
+class VLLMDecomposer(LocalDecomposer):
     """In-process vLLM: one engine, the adapter as a `LoRARequest`, guided JSON."""
 
-    model: str = "qwen2.5-coder-0.5b-instruct"
-    adapter: str | None = None
-    dtype: str = "float32"
-    max_model_len: int = 4096
     kv_cache_gib: float = 2.0
 
     def __post_init__(self) -> None:
-        self.backend = "vllm"
-        check_adapter(self.adapter)
+        self._setup("vllm")
         try:
             require_vllm()
         except VLLMUnavailable as err:
@@ -42,19 +37,10 @@ class VLLMDecomposer(Decomposer):
 
         from models.registry import resolve_model
 
-        self.fmt = adapter_format(self.adapter) if self.adapter else self.fmt
         adapters = [self.adapter] if self.adapter else None
         self.llm = LLM(model=str(resolve_model(self.model)), **engine_kwargs(adapters, self.dtype, self.max_model_len))
         self.tokenizer = self.llm.get_tokenizer()
         self.lora = LoRARequest(LORA_NAME, 1, str(Path(self.adapter).resolve())) if self.adapter else None
-        self.max_prompt_tokens = self.max_model_len - self.max_new_tokens
-
-    def prompt_tokens(self, prompt: str) -> int:
-        return len(
-            self.tokenizer.apply_chat_template(
-                self.messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
-            )
-        )
 
     def sampling_params(self):
         from vllm import SamplingParams

@@ -89,29 +89,33 @@ def test_chat_template_prompt_is_prefix_of_full_conversation(records, tiny_token
     assert tiny_tokenizer.eos_token_id in full_ids[len(prompt_ids) :]
 
 
-def test_every_gold_completion_is_accepted_by_the_grammar(records, tiny_tokenizer):
+def _accepts(tokenizer):
+    """text -> whether the decomposition grammar accepts it as a whole output."""
     import llguidance
     import llguidance.hf
 
-    lltok = llguidance.hf.from_tokenizer(tiny_tokenizer)
+    lltok = llguidance.hf.from_tokenizer(tokenizer)
     grammar = llguidance.LLMatcher.grammar_from_json_schema(
         output_json_schema(), defaults={"whitespace_flexible": False}
     )
-    for rec in records:
+
+    def accepts(text: str) -> bool:
         matcher = llguidance.LLMatcher(lltok, grammar)
-        ids = tiny_tokenizer.encode(format_completion(rec), add_special_tokens=False)
-        assert matcher.try_consume_tokens(ids) == len(ids), (rec.id, matcher.get_error())
-        assert matcher.consume_token(tiny_tokenizer.eos_token_id) and matcher.is_accepting(), rec.id
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        return matcher.try_consume_tokens(ids) == len(ids) and matcher.consume_token(tokenizer.eos_token_id)
+
+    return accepts
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_every_gold_completion_is_accepted_by_the_grammar(records, tiny_tokenizer, fmt):
+    accepts = _accepts(tiny_tokenizer)
+    for rec in records:
+        assert accepts(format_completion(rec, fmt)), rec.id
 
 
 def test_grammar_accepts_literal_braces_and_either_placeholder_order(tiny_tokenizer):
-    import llguidance
-    import llguidance.hf
-
-    lltok = llguidance.hf.from_tokenizer(tiny_tokenizer)
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(
-        output_json_schema(), defaults={"whitespace_flexible": False}
-    )
+    accepts = _accepts(tiny_tokenizer)
     good = [
         '{"parallelizable":true,"category":"other","template":"{context} then {{json}} {data}",'
         '"context":"ctx","data":["a","b"],"n":null}',
@@ -119,20 +123,11 @@ def test_grammar_accepts_literal_braces_and_either_placeholder_order(tiny_tokeni
         '{"parallelizable":true,"category":"repeated_generation","template":"A slogan","context":null,"data":null,"n":5}',
     ]
     for text in good:
-        matcher = llguidance.LLMatcher(lltok, grammar)
-        ids = tiny_tokenizer.encode(text, add_special_tokens=False)
-        assert matcher.try_consume_tokens(ids) == len(ids), (text, matcher.get_error())
-        assert matcher.consume_token(tiny_tokenizer.eos_token_id), text
+        assert accepts(text), text
 
 
 def test_grammar_rejects_invalid_outputs(tiny_tokenizer):
-    import llguidance
-    import llguidance.hf
-
-    lltok = llguidance.hf.from_tokenizer(tiny_tokenizer)
-    grammar = llguidance.LLMatcher.grammar_from_json_schema(
-        output_json_schema(), defaults={"whitespace_flexible": False}
-    )
+    accepts = _accepts(tiny_tokenizer)
     bad = [
         '{"parallelizable":true,"category":"poetry"',  # not a category
         '{"parallelizable":true,"category":"other","template":"x {data}","context":null,"data":["only one"]',
@@ -147,7 +142,4 @@ def test_grammar_rejects_invalid_outputs(tiny_tokenizer):
         '{"parallelizable":true,"category":"other","template":"x {data}","context":null,"data":[" ","b"]',
     ]
     for text in bad:
-        matcher = llguidance.LLMatcher(lltok, grammar)
-        ids = tiny_tokenizer.encode(text, add_special_tokens=False)
-        consumed = matcher.try_consume_tokens(ids)
-        assert consumed < len(ids) or not matcher.consume_token(tiny_tokenizer.eos_token_id), text
+        assert not accepts(text), text
