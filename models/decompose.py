@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
+from data_prep.jsonl_io import append_jsonl, done_ids, sidecar
 from data_prep.schema import render_subprompts
 from models.decomposer import BACKENDS, DecomposerError, PromptError, check_prompt, load_decomposer
 
@@ -71,31 +71,11 @@ def read_inputs(path: Path) -> list[tuple[str, str]]:
     return items
 
 
-def done_ids(output: Path) -> set[str]:
-    """Ids already written; a torn last line (a crash mid-write) is cut off first."""
-    if not output.exists():
-        return set()
-    data = output.read_bytes()
-    if data and not data.endswith(b"\n"):
-        keep = data[: data.rfind(b"\n") + 1]
-        with open(output, "r+b") as f:
-            f.truncate(len(keep))
-        data = keep
-    return {json.loads(line)["id"] for line in data.decode("utf-8").splitlines() if line.strip()}
-
-
-def _append(path: Path, rows: list[dict[str, Any]]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def run_file(decomposer, items: list[tuple[str, str]], output: Path, batch_size: int) -> dict[str, int]:
     from tqdm.auto import tqdm
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    meta = output.with_name(output.name.removesuffix(".jsonl") + ".meta.jsonl")
+    meta = sidecar(output, "meta")
     finished = done_ids(output)
     todo = [(rid, p) for rid, p in items if rid not in finished]
     counts = {"input": len(items), "already_done": len(items) - len(todo), "parallelizable": 0, "fallbacks": 0}
@@ -103,8 +83,8 @@ def run_file(decomposer, items: list[tuple[str, str]], output: Path, batch_size:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
             results = decomposer.decompose([p for _, p in chunk], [rid for rid, _ in chunk], batch_size)
-            _append(meta, [{"id": r.record.id, **r.to_json()["decomposer"]} for r in results])
-            _append(output, [r.record.model_dump() for r in results])  # last: it marks the chunk done
+            append_jsonl(meta, [{"id": r.record.id, **r.to_json()["decomposer"]} for r in results])
+            append_jsonl(output, [r.record.model_dump() for r in results])  # last: it marks the chunk done
             counts["parallelizable"] += sum(r.record.parallelizable for r in results)
             counts["fallbacks"] += sum(r.fallback_reason is not None for r in results)
             bar.update(len(chunk))
