@@ -182,7 +182,7 @@ class Labeller:
             problem, rec = self.validate(rid, prompt, reply.text)
             if rec is not None:
                 tier, why = confidence(prompt, rec.model_dump())
-                outcome.tier = tier
+                outcome.tier, outcome.reason = tier, None
                 if tier == "reject":
                     outcome.reason = f"confidence: {why}"
                 else:

@@ -163,6 +163,8 @@ def test_anthropic_success_retry_and_fix(tmp_path, shots):
     retry = script.requests["p1"][1]["messages"]
     assert "rule5.data_placeholder" in retry[-1]["content"] and retry[-2]["role"] == "assistant"
     assert summary["transport_retries"] == 2 and summary["attempts"] == 5 and summary["labelled"] == 4
+    meta = {m["id"]: m for m in read(sidecar(out, "meta"))}
+    assert meta["p1"]["attempts"] == 2 and meta["p1"]["reason"] is None and meta["p1"]["status"] == "labelled"
     assert summary["positives"] == 2 and summary["input_tokens"] == 1200 * 5
     assert (
         summary["cost_usd"] == pytest.approx(cost_usd("claude-sonnet-4-5", 1200 * 5, 80 * 5))
