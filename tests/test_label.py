@@ -293,62 +293,33 @@ def test_inputs_in_every_format_and_dedup(tmp_path):
 
 
 def test_cli_clear_errors(tmp_path):
+    import os
     import subprocess
     import sys
 
     from conftest import ROOT
 
-    def cli(*args, env=None):
-        import os
-
+    def cli(input_name: str, teacher: str = "openai"):
+        args = ["--teacher", teacher, "--model", "m", "--input", str(tmp_path / input_name)]
         return subprocess.run(
-            [sys.executable, "-m", "data_prep.label", *args],
+            [sys.executable, "-m", "data_prep.label", *args, "--output", str(tmp_path / "o.jsonl")],
             capture_output=True,
             text=True,
             cwd=ROOT,
-            env={**os.environ, "ANTHROPIC_API_KEY": "", **(env or {})},
+            env={**os.environ, "ANTHROPIC_API_KEY": ""},
         )
 
-    proc = cli(
-        "--teacher",
-        "openai",
-        "--model",
-        "m",
-        "--input",
-        str(tmp_path / "none.jsonl"),
-        "--output",
-        str(tmp_path / "o.jsonl"),
-    )
-    assert proc.returncode == 2 and "input not found" in proc.stderr
     (tmp_path / "x.txt").write_text("hello")
-    proc = cli(
-        "--teacher", "openai", "--model", "m", "--input", str(tmp_path / "x.txt"), "--output", str(tmp_path / "o.jsonl")
-    )
-    assert proc.returncode == 2 and "unsupported file type" in proc.stderr
     (tmp_path / "p.jsonl").write_text(json.dumps({"text": "no prompt column"}) + "\n")
-    proc = cli(
-        "--teacher",
-        "openai",
-        "--model",
-        "m",
-        "--input",
-        str(tmp_path / "p.jsonl"),
-        "--output",
-        str(tmp_path / "o.jsonl"),
-    )
-    assert proc.returncode == 2 and "no 'prompt' or 'conversation' column" in proc.stderr
     (tmp_path / "ok.jsonl").write_text(json.dumps({"prompt": "hi"}) + "\n")
-    proc = cli(
-        "--teacher",
-        "anthropic",
-        "--model",
-        "m",
-        "--input",
-        str(tmp_path / "ok.jsonl"),
-        "--output",
-        str(tmp_path / "o.jsonl"),
-    )
-    assert proc.returncode == 2 and "ANTHROPIC_API_KEY" in proc.stderr
+    for input_name, teacher, message in [
+        ("none.jsonl", "openai", "input not found"),
+        ("x.txt", "openai", "unsupported file type"),
+        ("p.jsonl", "openai", "no 'prompt' or 'conversation' column"),
+        ("ok.jsonl", "anthropic", "ANTHROPIC_API_KEY"),
+    ]:
+        proc = cli(input_name, teacher)
+        assert proc.returncode == 2 and message in proc.stderr, (input_name, proc.stderr[-500:])
 
 
 def test_few_shot_examples_are_valid_and_cover_every_category(shots):
