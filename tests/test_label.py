@@ -329,3 +329,18 @@ def test_few_shot_examples_are_valid_and_cover_every_category(shots):
     assert any(not s.parallelizable for s in shots)
     assert all(errors(check_record(s)) == [] for s in shots)
     assert all(json.loads(format_completion(s, "json-v2"))["context"] == s.context for s in shots)
+
+
+def test_timeouts_are_retried(tmp_path, shots):
+    script = Script({"p4": [ok_openai("p4")]})
+    calls = {"n": 0}
+
+    def slow_then_fine(request):
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise httpx.ReadTimeout("timed out", request=request)
+        return script(request)
+
+    out = tmp_path / "labelled.jsonl"
+    summary = run(labeller(openai_teacher(slow_then_fine), shots), [("p4", PROMPTS["p4"])], out)
+    assert summary["labelled"] == 1 and summary["transport_retries"] == 2
