@@ -2,7 +2,8 @@
 # The whole pipeline on a CPU machine, offline, on the default model and data:
 # set up .venv, fetch + verify + convert the default decomposer base model,
 # validate the labelled data, build the SFT data set, train a short LoRA run
-# (12 optimizer steps) and decompose an example prompt with the new adapter.
+# (12 optimizer steps), decompose an example prompt with the new adapter, then with
+# the committed 60-step adapter.
 #
 #   bash scripts/run_cpu.sh
 #
