@@ -12,6 +12,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ def run_load_test(decomposer, prompts: list[str], requests: int = 64, concurrenc
 
     latencies: list[float] = []
     failures: list[str] = []
-    valid = parsed = tokens = 0
+    valid = parsed = tokens = cut = 0
+    reasons: Counter[str] = Counter()
     began = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool, tqdm(total=requests, desc="requests") as bar:
         futures = {pool.submit(one, p): p for p in jobs}
@@ -55,6 +57,9 @@ def run_load_test(decomposer, prompts: list[str], requests: int = 64, concurrenc
             _, is_json, reason = to_record(gen.text, prompt=futures[fut], rid="load", complete=gen.complete)
             parsed += is_json
             valid += reason is None
+            cut += not gen.complete
+            if reason:
+                reasons[reason.split(":")[0][:80]] += 1
     wall = time.perf_counter() - began
     ok = len(latencies)
     return {
@@ -70,6 +75,8 @@ def run_load_test(decomposer, prompts: list[str], requests: int = 64, concurrenc
         "latency_mean_s": round(statistics.fmean(latencies), 3) if ok else None,
         "valid_json_rate": round(parsed / ok, 3) if ok else None,
         "decomposition_used_rate": round(valid / ok, 3) if ok else None,
+        "cut_by_token_budget": cut,
+        "fallback_reasons": dict(reasons.most_common()),
     }
 
 
