@@ -33,6 +33,13 @@ def done_ids(path: Path) -> set[str]:
     return {row["id"] for row in read_jsonl_repairing(path)}
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a whole file so that a reader sees the old content or the new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def sidecar(path: Path, name: str) -> Path:
     """OUT.jsonl -> OUT.<name>.jsonl"""
     return path.with_name(path.name.removesuffix(".jsonl") + f".{name}.jsonl")

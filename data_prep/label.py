@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_prep.dedup import normalize_prompt
+from data_prep.dedup import find_duplicates, normalize_prompt
 from data_prep.formatting import parse_completion
-from data_prep.jsonl_io import append_jsonl, done_ids, read_jsonl_repairing, sidecar
+from data_prep.jsonl_io import append_jsonl, atomic_write_text, done_ids, read_jsonl_repairing, sidecar
 from data_prep.langid import detect_record_language
 from data_prep.schema import Record, errors, parse_record
 from data_prep.teacher_prompt import confidence, select_few_shot, teacher_messages
@@ -93,14 +93,10 @@ def read_prompts(source: str, limit: int | None = None, prompt_column: str = "pr
 
 
 def dedup_prompts(items: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
-    seen: set[str] = set()
-    kept = []
-    for rid, prompt in items:
-        key = normalize_prompt(prompt)
-        if key not in seen:
-            seen.add(key)
-            kept.append((rid, prompt))
-    return kept, len(items) - len(kept)
+    """The first of each group of prompts equal up to case and white space (the data
+    pipeline's exact-duplicate rule)."""
+    dropped = find_duplicates([p for _, p in items], near_threshold=1.0)
+    return [item for i, item in enumerate(items) if i not in dropped], len(dropped)
 
 
 class RateLimiter:
@@ -243,7 +239,6 @@ def run(
     rejected_path, meta_path = sidecar(output, "rejected"), sidecar(output, "meta")
     finished = done_ids(output) | done_ids(rejected_path)
     todo = [(rid, p) for rid, p in items if rid not in finished]
-    lock = threading.Lock()
     model = labeller.teacher.model
 
     def write(o: Outcome) -> None:
@@ -259,12 +254,12 @@ def run(
             "output_tokens": o.output_tokens,
             "cost_usd": round(cost_usd(model, o.input_tokens, o.output_tokens, prices), 6),
         }
-        with lock:
-            append_jsonl(meta_path, [meta])
-            if o.record is not None:  # last: the id counts as done once this line is written
-                append_jsonl(output, [o.record.model_dump()])
-            elif not o.failed:
-                append_jsonl(rejected_path, [{"id": o.id, "prompt": o.prompt, "reason": o.reason, "raw": o.raw}])
+        # called from this thread only (as results complete), so the appends never interleave
+        append_jsonl(meta_path, [meta])
+        if o.record is not None:  # last: the id counts as done once this line is written
+            append_jsonl(output, [o.record.model_dump()])
+        elif not o.failed:
+            append_jsonl(rejected_path, [{"id": o.id, "prompt": o.prompt, "reason": o.reason, "raw": o.raw}])
 
     from tqdm.auto import tqdm
 
@@ -279,9 +274,7 @@ def run(
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     summary = {"already_done": len(items) - len(todo), **summarize(output, model, prices)}
-    tmp = sidecar(output, "summary").with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, sidecar(output, "summary").with_suffix(".json"))
+    atomic_write_text(sidecar(output, "summary").with_suffix(".json"), json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.formatting import FORMATS, format_completion
+from data_prep.jsonl_io import atomic_write_text
 from data_prep.schema import Record
 
 
@@ -57,12 +58,6 @@ def format_tokens(records: list[Record], tokenizer) -> dict[str, Any]:
         }
     out["compact_over_verbatim"] = round(sum(per["anchor-v1"]) / sum(per["json-v2"]), 3)
     return out
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def measure(decomposer, gold: list[Record], batch_size: int, latency_prompts: int) -> dict[str, Any]:
@@ -220,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             "format": decomposer.fmt,
             **measure(decomposer, gold, args.batch_size if backend == "hf" else len(gold), args.latency_prompts),
         }
-        _atomic_write(path, json.dumps(row, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(path, json.dumps(row, indent=2, ensure_ascii=False) + "\n")
         rows.append(row)
 
     import platform
@@ -233,8 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         "format_tokens": format_tokens(split, tokenizer),
         "runs": [{k: v for k, v in r.items() if k != "predictions"} for r in rows],
     }
-    _atomic_write(args.out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    _atomic_write(args.out / "results.md", markdown(result))
+    atomic_write_text(args.out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(args.out / "results.md", markdown(result))
     plot(result["runs"], args.out / "results.png")
     print(markdown(result))
     return 0

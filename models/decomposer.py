@@ -136,7 +136,7 @@ class Decomposer:
         for prompt, rid in zip(prompts, ids, strict=True):
             text = check_prompt(prompt, f"prompt {rid!r}")
             n = self.prompt_tokens(text) if self.max_prompt_tokens else None
-            if n is not None and self.max_prompt_tokens is not None and n > self.max_prompt_tokens:
+            if n is not None and n > self.max_prompt_tokens:
                 raise PromptError(
                     f"prompt {rid!r} is too long: {n} tokens with the system prompt, "
                     f"the limit is {self.max_prompt_tokens} (max_model_len - max_new_tokens)"

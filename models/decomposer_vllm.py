@@ -14,6 +14,7 @@ from typing import Any
 
 from data_prep.formatting import adapter_format
 from models.decomposer import Decomposer, DecomposerError, Generation, LocalDecomposer, PromptError, check_adapter
+from models.serve import adapter_name
 from models.vllm_env import VLLMUnavailable, apply_cpu_env, engine_kwargs, require_vllm
 
 LORA_NAME = "decomposer"
@@ -83,7 +84,7 @@ class OpenAIDecomposer(Decomposer):
         if self.adapter:
             check_adapter(self.adapter)
             self.fmt = adapter_format(self.adapter)
-            self.model = Path(self.adapter).resolve().name  # the served LoRA module name (models.serve)
+            self.model = adapter_name(self.adapter)  # the LoRA module name models.serve gives it
         self.client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=2)
         try:
             served = [m.id for m in self.client.models.list().data]
