@@ -4,17 +4,20 @@ wrong types and impossible values are errors that name the key."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class SourceConfig(_Strict):
+M = TypeVar("M", bound=BaseModel)
+
+
+class SourceConfig(StrictModel):
     kind: Literal["schema_jsonl", "parallelprompt_json", "parallelprompt_hub"]
     path: str = Field(description="file, directory, local parquet, or (hub kind) a Hub dataset id")
     split: str | None = None  # hub only
@@ -28,13 +31,13 @@ class SourceConfig(_Strict):
         return self
 
 
-class DedupConfig(_Strict):
+class DedupConfig(StrictModel):
     near_threshold: float = Field(default=0.85, gt=0.0, le=1.0)
     num_perm: int = Field(default=128, ge=16)
     shingle: int = Field(default=5, ge=1)
 
 
-class SplitConfig(_Strict):
+class SplitConfig(StrictModel):
     train: float = Field(default=0.8, ge=0.0)
     validation: float = Field(default=0.1, ge=0.0)
     test: float = Field(default=0.1, ge=0.0)
@@ -50,7 +53,7 @@ class SplitConfig(_Strict):
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
 
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     name: str
     output_dir: str
     seed: int = 42
@@ -65,7 +68,8 @@ class ConfigError(ValueError):
     pass
 
 
-def load_data_config(path: str | Path, overrides: dict[str, object] | None = None) -> DataConfig:
+def load_yaml_config(path: str | Path, model: type[M], what: str, overrides: dict[str, object] | None = None) -> M:
+    """A YAML file validated into a strict pydantic `model`; ConfigError naming every bad key."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -77,7 +81,11 @@ def load_data_config(path: str | Path, overrides: dict[str, object] | None = Non
         raise ConfigError(f"{path}: expected a mapping at the top level")
     raw.update(overrides or {})
     try:
-        return DataConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as err:
         lines = [f"{'.'.join(str(x) for x in e['loc']) or '(top)'}: {e['msg']}" for e in err.errors()]
-        raise ConfigError(f"{path}: invalid data config:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(f"{path}: invalid {what} config:\n  " + "\n  ".join(lines)) from None
+
+
+def load_data_config(path: str | Path, overrides: dict[str, object] | None = None) -> DataConfig:
+    return load_yaml_config(path, DataConfig, "data", overrides)

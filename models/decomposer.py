@@ -1,9 +1,10 @@
-"""The decomposer: prompt in, schema record out, behind one interface with three backends.
+"""The decomposer: prompt in, schema record out, behind one interface with four backends.
 
 - ``hf``: in-process transformers (+ a PEFT adapter); constrained by `GrammarLogitsProcessor`.
 - ``vllm``: in-process vLLM (`LLM`, `LoRARequest`); structured outputs, guidance backend.
 - ``openai``: an OpenAI-compatible server (`python -m models.serve`); `response_format`
   json_schema, which vLLM serves with the same guidance backend.
+- ``rules``: no model; the regex baseline of `models.rule_decomposer`.
 
 All three send the same system prompt and chat template as training (the output format
 the adapter was trained on, `data_prep.formatting.adapter_format`) and decode greedily.
@@ -23,7 +24,7 @@ from data_prep.formatting import adapter_format, parse_completion, prompt_messag
 from data_prep.langid import detect_record_language
 from data_prep.schema import Record, errors, output_json_schema, parse_record
 
-BACKENDS = ("hf", "vllm", "openai")
+BACKENDS = ("hf", "vllm", "openai", "rules")
 
 
 class PromptError(ValueError):
@@ -269,4 +270,8 @@ def load_decomposer(backend: str, **kwargs: Any) -> Decomposer:
         from models.decomposer_vllm import OpenAIDecomposer
 
         return OpenAIDecomposer(**kwargs)
+    if backend == "rules":
+        from models.rule_decomposer import RuleDecomposer
+
+        return RuleDecomposer(**{k: v for k, v in kwargs.items() if k not in ("model", "adapter", "max_model_len")})
     raise DecomposerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,314 @@
+"""Figures, tables and plots of an end-to-end run (`python -m eval.e2e ... --stage report`).
+
+Definitions (per prompt, on one answer backend):
+- pipeline time = decomposer time + (parallel run if the decomposer split the prompt,
+  else the serial run): a prompt the decomposer calls serial costs the decomposer's time;
+- raw speedup = serial time / pipeline time;
+- normalised speedup = (serial time / serial output tokens) / (pipeline time / parallel
+  output tokens), ParallelPrompt's definition, with the decomposer's time counted;
+- execution speedup = serial time / parallel run time, on split prompts only;
+- judged: "same" when the pipeline's answer is the serial one (not split, or identical
+  text), else the judge's verdict for the parallel answer (win / tie / loss, both orders);
+  retention = (win + tie + same) / prompts; agreement = judged pairs whose two orders
+  agree / judged pairs.
+Groups average speedups geometrically; "total" is the ratio of summed times.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import platform
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from data_prep.jsonl_io import atomic_write_text, read_jsonl_repairing
+from data_prep.schema import Record, render_subprompts
+from eval.config import E2EConfig
+from eval.e2e import Workdir, gold_group, pair_key, run_key
+
+
+def _geomean(xs: list[float]) -> float | None:
+    xs = [x for x in xs if x and x > 0]
+    return round(math.exp(sum(map(math.log, xs)) / len(xs)), 3) if xs else None
+
+
+def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts) -> list[dict[str, Any]]:
+    from eval.answer import reassemble
+
+    rows = []
+    for name, per_prompt in decomps.items():
+        for backend, (serial, parallel) in answers.items():
+            for rec in subset:
+                pred, dec_s = per_prompt[rec.id]
+                s = serial.get(rec.id)
+                run = (
+                    parallel.get(run_key(render_subprompts(pred), pred.n is not None)) if pred.parallelizable else None
+                )
+                if s is None or (pred.parallelizable and run is None):
+                    continue  # not run yet
+                serial_s, serial_tok = s["seconds"], s["tokens"][0]
+                exec_s, out_tok = (run["seconds"], sum(run["tokens"])) if run else (serial_s, serial_tok)
+                pipeline_s = dec_s + exec_s
+                row = {
+                    "decomposer": name,
+                    "backend": backend,
+                    "id": rec.id,
+                    "language": rec.language,
+                    "category": gold_group(rec),
+                    "split": bool(run),
+                    "branches": len(run["texts"]) if run else 1,
+                    "decomposer_s": round(dec_s, 3),
+                    "serial_s": serial_s,
+                    "serial_tokens": serial_tok,
+                    "parallel_s": run["seconds"] if run else None,
+                    "parallel_tokens": out_tok if run else None,
+                    "pipeline_s": round(pipeline_s, 3),
+                    "speedup_raw": round(serial_s / pipeline_s, 3),
+                    "speedup_norm": round((serial_s / serial_tok) / (pipeline_s / out_tok), 3),
+                    "speedup_exec": round(serial_s / run["seconds"], 3) if run else None,
+                    "verdict": None,
+                    "agree": None,
+                }
+                if cfg.judge is not None and backend == cfg.judge.answers_from:
+                    p_text = reassemble(pred, run["texts"]) if run else s["texts"][0]
+                    if p_text.strip() == s["texts"][0].strip():
+                        row["verdict"] = "same"
+                    elif (v := verdicts.get(pair_key(rec.prompt, s["texts"][0], p_text))) is not None:
+                        row["verdict"], row["agree"] = v["verdict"], v["agree"]
+                rows.append(row)
+    return rows
+
+
+def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    split = [r for r in rows if r["split"]]
+    verdicts = [r["verdict"] for r in rows if r["verdict"] is not None]
+    judged = [r for r in rows if r["agree"] is not None]
+    counts = {v: verdicts.count(v) for v in ("win", "tie", "loss", "same")}
+    return {
+        "prompts": len(rows),
+        "split": len(split),
+        "speedup_raw": _geomean([r["speedup_raw"] for r in rows]),
+        "speedup_norm": _geomean([r["speedup_norm"] for r in rows]),
+        "speedup_raw_split": _geomean([r["speedup_raw"] for r in split]),
+        "speedup_exec_split": _geomean([r["speedup_exec"] for r in split]),
+        "speedup_total": round(sum(r["serial_s"] for r in rows) / sum(r["pipeline_s"] for r in rows), 3)
+        if rows
+        else None,
+        "decomposer_s_mean": round(sum(r["decomposer_s"] for r in rows) / len(rows), 3) if rows else None,
+        **counts,
+        "with_verdict": len(verdicts),
+        "retention": round((counts["win"] + counts["tie"] + counts["same"]) / len(verdicts), 3) if verdicts else None,
+        "judged": len(judged),
+        "agreement": round(sum(r["agree"] for r in judged) / len(judged), 3) if judged else None,
+    }
+
+
+def build_results(cfg: E2EConfig, gold, subset, decomps, answers, work: Workdir, config_path: str) -> dict[str, Any]:
+    from eval.decomposition import evaluate_predictions
+
+    gold_by_id = {r.id: r.model_dump() for r in gold}
+    quality = {}
+    for spec in cfg.decomposers:
+        if spec.backend == "gold":
+            preds = gold_by_id
+        else:
+            preds = {r["id"]: r for r in read_jsonl_repairing(work.decompositions("quality", spec.name))}
+        quality[spec.name] = evaluate_predictions(preds, gold_by_id)
+    verdicts = {v["key"]: v for v in read_jsonl_repairing(work.judge)}
+    rows = prompt_rows(cfg, subset, decomps, answers, verdicts)
+    groups: dict[str, dict[str, Any]] = {"overall": {}, "by_category": {}, "by_language": {}}
+    keyed: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        keyed[(r["decomposer"], r["backend"])].append(r)
+    for (name, backend), rs in keyed.items():
+        system = f"{name}@{backend}"
+        groups["overall"][system] = aggregate(rs)
+        for split, field in (("by_category", "category"), ("by_language", "language")):
+            parts: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for r in rs:
+                parts[r[field]].append(r)
+            groups[split][system] = {k: aggregate(v) for k, v in sorted(parts.items())}
+    return {
+        "date": dt.date.today().isoformat(),
+        "name": cfg.name,
+        "command": f"python -m eval.e2e --config {config_path}",
+        "commit": _git_commit(),
+        "machine": _machine(),
+        "config": cfg.model_dump(),
+        "split_size": len(gold),
+        "subset_size": len(subset),
+        "quality": quality,
+        "e2e": groups,
+        "prompts": rows,
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def _machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.machine()} CPU, {os.cpu_count()} cores, no GPU"
+
+
+# ---------------------------------------------------------------- markdown + plots
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v}"
+
+
+def markdown(res: dict[str, Any], plots: list[str]) -> str:
+    cfg = res["config"]
+    lines = [
+        f"# End-to-end evaluation: {res['name']} ({res['date']})",
+        "",
+        f"- command: `{res['command']}` (commit {res['commit']})",
+        f"- machine: {res['machine']}",
+        f"- split: `{cfg['split']}` ({res['split_size']} prompts for decomposition quality; "
+        f"{res['subset_size']} run end to end, stratified by category, seed {cfg['seed']})",
+        f"- answer model: {cfg['answer']['model']} ({cfg['answer']['dtype']}), system prompt "
+        f"{cfg['answer']['system_prompt']!r}; serial max {cfg['answer']['serial_max_new_tokens']} tokens, "
+        f"branch max {cfg['answer']['branch_max_new_tokens']}",
+        f"- judge: {cfg['judge']['model']} on {cfg['judge']['backend']}, answers from the "
+        f"{cfg['judge']['answers_from']} backend"
+        if cfg["judge"]
+        else "- judge: none",
+        "",
+        "## End to end (speedups are geometric means; decomposer time counted)",
+        "",
+        "| system | split/prompts | raw | normalised | raw (split only) | execution (split only) | total time "
+        "| decomposer s | win/tie/loss/same | retention | judge agreement |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for system, m in res["e2e"]["overall"].items():
+        lines.append(
+            f"| {system} | {m['split']}/{m['prompts']} | {_fmt(m['speedup_raw'])} | {_fmt(m['speedup_norm'])} | "
+            f"{_fmt(m['speedup_raw_split'])} | {_fmt(m['speedup_exec_split'])} | {_fmt(m['speedup_total'])} | "
+            f"{_fmt(m['decomposer_s_mean'])} | {m['win']}/{m['tie']}/{m['loss']}/{m['same']} | "
+            f"{_fmt(m['retention'])} | {_fmt(m['agreement'])} ({m['judged']}) |"
+        )
+    for split, label in (("by_category", "gold category"), ("by_language", "language")):
+        systems = list(res["e2e"][split])
+        keys = sorted({k for s in systems for k in res["e2e"][split][s]})
+        for metric, title in (("speedup_raw", "raw speedup"), ("retention", "retention")):
+            lines += ["", f"### {title} by {label}", "", "| " + label + " | " + " | ".join(systems) + " |"]
+            lines.append("|---" * (len(systems) + 1) + "|")
+            for k in keys:
+                cells = []
+                for s in systems:
+                    m = res["e2e"][split][s].get(k)
+                    cells.append("-" if m is None or m[metric] is None else f"{m[metric]} (n={m['prompts']})")
+                lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    from eval.decomposition import COLUMNS
+
+    lines += ["", f"## Decomposition quality ({res['split_size']} prompts)", ""]
+    lines += ["| decomposer | " + " | ".join(label for _, label in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for name, q in res["quality"].items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(q["overall"][k]) for k, _ in COLUMNS) + " |")
+    langs = sorted({lang for q in res["quality"].values() for lang in q["by_language"]})
+    lines += ["", "### parallelizable F1 by language", "", "| decomposer | " + " | ".join(langs) + " |"]
+    lines.append("|---" * (len(langs) + 1) + "|")
+    for name, q in res["quality"].items():
+        lines.append(
+            f"| {name} | " + " | ".join(_fmt(q["by_language"][lang]["parallelizable_f1"]) for lang in langs) + " |"
+        )
+    lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    lines += ["", "## Definitions", "", __doc__.split("Definitions (per prompt, on one answer backend):")[1].strip()]
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    systems = list(res["e2e"]["overall"])
+
+    def bars(ax, split: str, metric: str, title: str) -> None:
+        keys = sorted({k for s in systems for k in res["e2e"][split][s]})
+        width = 0.8 / max(len(systems), 1)
+        for i, s in enumerate(systems):
+            vals = [(res["e2e"][split][s].get(k) or {}).get(metric) or 0 for k in keys]
+            ax.bar([x + i * width for x in range(len(keys))], vals, width, label=s)
+        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(keys))], keys, rotation=40, ha="right", fontsize=8)
+        ax.set_title(title)
+
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    bars(ax, "by_category", "speedup_raw", "raw speedup (pipeline, geometric mean) by gold category")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "speedup_by_category.png", dpi=120)
+    written.append("speedup_by_category.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for s in systems:
+        pts = [
+            (r["branches"], r["speedup_exec"])
+            for r in res["prompts"]
+            if r["split"] and f"{r['decomposer']}@{r['backend']}" == s
+        ]
+        if pts:
+            ax.scatter(*zip(*pts, strict=True), label=s, alpha=0.7, s=18)
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.set_xlabel("branches (data items or n)")
+    ax.set_ylabel("execution speedup (serial / parallel)")
+    ax.set_title("scaling with the number of branches")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "scaling_n.png", dpi=120)
+    written.append("scaling_n.png")
+
+    judged = [
+        s for s in systems if any(r["verdict"] for r in res["prompts"] if f"{r['decomposer']}@{r['backend']}" == s)
+    ]
+    if judged:
+        systems_all, systems = systems, judged
+        fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+        bars(axes[0], "by_category", "retention", "quality retention by gold category")
+        bars(axes[1], "by_language", "retention", "quality retention by language")
+        axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "retention.png", dpi=120)
+        written.append("retention.png")
+        systems = systems_all
+
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    names = list(res["quality"])
+    langs = sorted({lang for q in res["quality"].values() for lang in q["by_language"]})
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        vals = [res["quality"][name]["by_language"][lang]["parallelizable_f1"] or 0 for lang in langs]
+        ax.bar([x + i * width for x in range(len(langs))], vals, width, label=name)
+    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(langs))], langs)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"parallelizable F1 by language ({res['split_size']} prompts)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "f1_by_language.png", dpi=120)
+    written.append("f1_by_language.png")
+    plt.close("all")
+    return written
+
+
+def write_report(res: dict[str, Any], cfg: E2EConfig) -> Path:
+    out = Path(cfg.report_dir) / f"{res['date']}-{res['name']}"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "results.json", json.dumps(res, indent=2, ensure_ascii=False) + "\n")
+    plots = plot(res, out)
+    atomic_write_text(out / "report.md", markdown(res, plots))
+    return out

@@ -1,0 +1,260 @@
+"""End-to-end evaluation: the rule-based decomposer, reassembly, the judge's bookkeeping,
+the config, and the whole `python -m eval.e2e` run on the tiny model (executor backend,
+transformers judge): every stage, the report, and resume after an interruption."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from data_prep.config import ConfigError
+from data_prep.schema import Record, check_record, errors
+from eval.answer import reassemble
+from eval.config import load_e2e_config
+from eval.e2e import select_subset
+from eval.judge import combine, judge_messages, preference
+from models.decomposer import load_decomposer
+
+
+def _rec(prompt: str, **fields) -> Record:
+    return Record(id="x", source="t", language="en", prompt=prompt, **fields)
+
+
+def decompose(prompt: str) -> Record:
+    return load_decomposer("rules").decompose([prompt])[0].record
+
+
+def test_rules_split_a_marked_list_into_verbatim_items():
+    rec = decompose("Translate into French:\n1. Good morning.\n2. Where is the {station}?\n3) Thank you")
+    assert rec.parallelizable and rec.category == "translation"
+    assert rec.data == ["Good morning.", "Where is the {station}?", "Thank you"]
+    assert rec.template == "Translate into French:\n{data}"
+    assert not errors(check_record(rec))
+
+
+def test_rules_take_a_long_head_as_shared_context():
+    passage = "The river rises in the hills. " * 15 + "Answer the questions:"
+    rec = decompose(passage + "\n- Where does it rise?\n- How long is it?")
+    assert rec.context == passage and rec.template == "{context}\n\n{data}"
+    assert rec.data == ["Where does it rise?", "How long is it?"]
+
+
+def test_rules_read_cjk_markers_and_counts():
+    rec = decompose("请把下面的句子翻译成英文：\n（1）我很好\n（2）谢谢你")
+    assert rec.data == ["我很好", "谢谢你"] and rec.category == "translation"
+    rec = decompose("Give me 5 slogans for a bakery")
+    assert (rec.n, rec.template, rec.category) == (5, "Give me 1 slogans for a bakery", "repeated_generation")
+
+
+def test_rules_leave_other_prompts_serial():
+    for prompt in ("Write a poem about the sea.", "Compare 2 cars and 3 bikes", "What is 15% of 40?"):
+        assert not decompose(prompt).parallelizable, prompt
+
+
+def test_reassembly_keeps_the_users_markers_and_order():
+    rec = _rec(
+        "Fix:\n3) teh cat\n7) a dogs",
+        parallelizable=True,
+        category="language_correction",
+        template="Fix: {data}",
+        data=["teh cat", "a dogs"],
+    )
+    assert reassemble(rec, ["the cat", " a dog\n"]) == "3) the cat\n\n7) a dog"
+    inline = _rec(
+        "Translate 'hi' and 'bye' to German",
+        parallelizable=True,
+        category="translation",
+        template="Translate to German: {data}",
+        data=["hi", "bye"],
+    )
+    assert reassemble(inline, ["Hallo", "Tschüss"]) == "1. Hallo\n\n2. Tschüss"
+
+
+def test_a_pair_counts_as_a_win_only_when_both_orders_prefer_parallel():
+    assert preference("B", "A") == ("win", "win", True)
+    assert preference("A", "B") == ("loss", "loss", True)
+    first, second, agree = preference("A", "A")  # position bias: always the first answer
+    assert (first, second, agree) == ("loss", "win", False) and combine(first, second) == "tie"
+    assert combine("tie", "tie") == "tie"
+    msgs = judge_messages("q" * 50, "a" * 500, "b", max_chars=100)
+    assert "[...cut]" in msgs[1]["content"] and "q" * 50 in msgs[1]["content"]
+
+
+def test_the_subset_covers_every_category_and_is_fixed_by_the_seed(labelled_rows):
+    gold = [Record.model_validate(r) for r in labelled_rows]
+    groups = {r.category or "not_parallelizable" for r in gold}
+    subset = select_subset(gold, len(groups), seed=3)
+    assert {r.category or "not_parallelizable" for r in subset} == groups
+    assert [r.id for r in subset] == [r.id for r in select_subset(gold, len(groups), seed=3)]
+
+
+def test_bad_configs_name_the_problem(tmp_path):
+    path = tmp_path / "c.yaml"
+    base = {"name": "t", "split": "s.jsonl", "work_dir": "w", "decomposers": [{"name": "g", "backend": "gold"}]}
+    for change, words in (
+        ({"limt": 3}, "limt"),
+        ({"decomposers": [{"name": "g", "backend": "gold"}] * 2}, "unique"),
+        ({"backends": ["vllm"]}, "answers_from"),
+        ({"decomposers": [{"name": "r", "backend": "rules", "adapter": "a"}]}, "adapter"),
+    ):
+        path.write_text(yaml.safe_dump({**base, **change}))
+        with pytest.raises(ConfigError, match=words):
+            load_e2e_config(path)
+
+
+def _write_split(path, labelled_rows, k=9):
+    rows = [r for r in labelled_rows if len(r["prompt"]) < 300]
+    picked, seen = [], set()
+    for r in rows:  # one per category (and a serial one)
+        if r["category"] not in seen:
+            seen.add(r["category"])
+            picked.append(r)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in picked[:k]), encoding="utf-8")
+    return picked[:k]
+
+
+def _e2e(config, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "eval.e2e", "--config", str(config), *extra],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+
+
+def test_e2e_runs_every_stage_writes_the_report_and_resumes(tmp_path, tiny_model_dir, labelled_rows):
+    split = tmp_path / "test.jsonl"
+    rows = _write_split(split, labelled_rows)
+    model = str(tiny_model_dir)
+    config = tmp_path / "e2e.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "split": str(split),
+                "work_dir": str(tmp_path / "work"),
+                "report_dir": str(tmp_path / "reports"),
+                "limit": 6,
+                "decomposers": [
+                    {"name": "oracle", "backend": "gold"},
+                    {"name": "rules", "backend": "rules"},
+                    {"name": "tiny", "backend": "hf", "model": model, "max_new_tokens": 48},
+                ],
+                "backends": ["executor"],
+                "answer": {"model": model, "serial_max_new_tokens": 12, "branch_max_new_tokens": 6},
+                "judge": {"model": model, "backend": "hf", "max_chars": 300},
+            }
+        )
+    )
+    proc = _e2e(config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    work = tmp_path / "work"
+    assert len((work / "quality" / "rules.jsonl").read_text().splitlines()) == len(rows)
+    assert len((work / "latency" / "tiny.jsonl").read_text().splitlines()) == 6
+    serial = [json.loads(x) for x in (work / "answers" / "executor.serial.jsonl").read_text().splitlines()]
+    assert len(serial) == 6 and all(1 <= r["tokens"][0] <= 12 and r["seconds"] > 0 for r in serial)
+    parallel = [json.loads(x) for x in (work / "answers" / "executor.parallel.jsonl").read_text().splitlines()]
+    assert parallel and all(r["branches"] == len(r["texts"]) >= 2 for r in parallel)
+    assert all(1 <= t <= 6 for r in parallel for t in r["tokens"])
+
+    (report,) = (tmp_path / "reports").iterdir()
+    res = json.loads((report / "results.json").read_text())
+    assert set(res["e2e"]["overall"]) == {"oracle@executor", "rules@executor", "tiny@executor"}
+    oracle = res["e2e"]["overall"]["oracle@executor"]
+    assert oracle["prompts"] == 6 and oracle["split"] == sum(r["split"] for r in res["prompts"][:6])
+    assert oracle["with_verdict"] == 6 and oracle["judged"] + oracle["same"] == 6
+    assert res["quality"]["oracle"]["overall"]["parallelizable_f1"] == 1.0
+    for r in res["prompts"]:
+        assert r["pipeline_s"] == pytest.approx(r["decomposer_s"] + (r["parallel_s"] or r["serial_s"]), abs=1e-3)
+    for png in ("speedup_by_category.png", "scaling_n.png", "retention.png", "f1_by_language.png"):
+        assert (report / png).stat().st_size > 1000
+    md = (report / "report.md").read_text()
+    assert "| oracle@executor |" in md and "parallelizable F1 by language" in md
+
+    # an interrupted run: a torn last line and a lost verdict are redone, nothing else is
+    judge = work / "judge.jsonl"
+    verdicts = judge.read_text().splitlines()
+    judge.write_text("\n".join(verdicts[:-1]) + "\n" + verdicts[-1][:10])
+    before = (work / "answers" / "executor.serial.jsonl").read_text()
+    proc = _e2e(config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / "answers" / "executor.serial.jsonl").read_text() == before
+    assert judge.read_text().splitlines()[:-1] == verdicts[:-1] and len(judge.read_text().splitlines()) == len(verdicts)
+
+
+def test_e2e_refuses_a_missing_split_cleanly(tmp_path):
+    config = tmp_path / "e2e.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "t",
+                "split": str(tmp_path / "nope.jsonl"),
+                "work_dir": str(tmp_path / "w"),
+                "decomposers": [{"name": "g", "backend": "gold"}],
+            }
+        )
+    )
+    proc = _e2e(config)
+    assert proc.returncode == 2 and "split not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is None, reason="vLLM not installed")
+def test_e2e_on_vllm_matches_the_executor_and_judges_with_vllm(tmp_path, tiny_model_dir, labelled_rows):
+    """The vLLM batch backend gives the executor's greedy answers (fp32) on the same
+    sub-prompts, and the vLLM judge's constrained pick is one of the three choices."""
+    split = tmp_path / "test.jsonl"
+    _write_split(split, labelled_rows)
+    model = str(tiny_model_dir)
+    config = tmp_path / "e2e.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny-vllm",
+                "split": str(split),
+                "work_dir": str(tmp_path / "work"),
+                "report_dir": str(tmp_path / "reports"),
+                "limit": 4,
+                "decomposers": [{"name": "oracle", "backend": "gold"}],
+                "answer": {
+                    "model": model,
+                    "serial_max_new_tokens": 10,
+                    "branch_max_new_tokens": 6,
+                    "max_model_len": 2048,
+                    "kv_cache_gib": 1,
+                },
+                "judge": {
+                    "model": model,
+                    "backend": "vllm",
+                    "max_chars": 300,
+                    "max_model_len": 2048,
+                    "kv_cache_gib": 1,
+                    "answers_from": "vllm",
+                },
+            }
+        )
+    )
+    proc = _e2e(config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = tmp_path / "work" / "answers"
+
+    def rows(name, key):
+        return {r[key]: r for r in map(json.loads, (answers / name).read_text().splitlines())}
+
+    assert {k: r["texts"] for k, r in rows("vllm.serial.jsonl", "id").items()} == {
+        k: r["texts"] for k, r in rows("executor.serial.jsonl", "id").items()
+    }
+    executor, vllm = rows("executor.parallel.jsonl", "key"), rows("vllm.parallel.jsonl", "key")
+    greedy = [k for k, r in executor.items() if not r["sampled"]]
+
+    def text(rows, k):  # vLLM holds back a trailing partial UTF-8 character; transformers decodes it as U+FFFD
+        return [t.rstrip("\ufffd").rstrip() for t in rows[k]["texts"]]
+
+    assert greedy and all(text(vllm, k) == text(executor, k) for k in greedy)
+    verdicts = [json.loads(x) for x in (tmp_path / "work" / "judge.jsonl").read_text().splitlines()]
+    assert verdicts and all(set(v["picks"]) <= {"A", "B", "tie"} for v in verdicts)
