@@ -10,7 +10,8 @@ Definitions (per prompt, on one answer backend):
 - judged: "same" when the pipeline's answer is the serial one (not split, or identical
   text), else the judge's verdict for the parallel answer (win / tie / loss, both orders);
   retention = (win + tie + same) / prompts; agreement = judged pairs whose two orders
-  agree / judged pairs.
+  agree / judged pairs;
+- cut: answers that hit the token budget (serial_max_new_tokens / branch_max_new_tokens).
 Groups average speedups geometrically; "total" is the ratio of summed times.
 """
 
@@ -71,6 +72,8 @@ def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts
                     "speedup_raw": round(serial_s / pipeline_s, 3),
                     "speedup_norm": round((serial_s / serial_tok) / (pipeline_s / out_tok), 3),
                     "speedup_exec": round(serial_s / run["seconds"], 3) if run else None,
+                    "serial_cut": serial_tok >= cfg.answer.serial_max_new_tokens,
+                    "branch_cut": bool(run) and max(run["tokens"]) >= cfg.answer.branch_max_new_tokens,
                     "verdict": None,
                     "agree": None,
                 }
@@ -99,6 +102,8 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "speedup_total": round(sum(r["serial_s"] for r in rows) / sum(r["pipeline_s"] for r in rows), 3)
         if rows
         else None,
+        "serial_cut": sum(r["serial_cut"] for r in rows),
+        "branch_cut": sum(r["branch_cut"] for r in rows),
         "decomposer_s_mean": round(sum(r["decomposer_s"] for r in rows) / len(rows), 3) if rows else None,
         **counts,
         "with_verdict": len(verdicts),
@@ -189,15 +194,15 @@ def markdown(res: dict[str, Any], plots: list[str]) -> str:
         "## End to end (speedups are geometric means; decomposer time counted)",
         "",
         "| system | split/prompts | raw | normalised | raw (split only) | execution (split only) | total time "
-        "| decomposer s | win/tie/loss/same | retention | judge agreement |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| decomposer s | win/tie/loss/same | retention | judge agreement | cut serial/parallel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for system, m in res["e2e"]["overall"].items():
         lines.append(
             f"| {system} | {m['split']}/{m['prompts']} | {_fmt(m['speedup_raw'])} | {_fmt(m['speedup_norm'])} | "
             f"{_fmt(m['speedup_raw_split'])} | {_fmt(m['speedup_exec_split'])} | {_fmt(m['speedup_total'])} | "
             f"{_fmt(m['decomposer_s_mean'])} | {m['win']}/{m['tie']}/{m['loss']}/{m['same']} | "
-            f"{_fmt(m['retention'])} | {_fmt(m['agreement'])} ({m['judged']}) |"
+            f"{_fmt(m['retention'])} | {_fmt(m['agreement'])} ({m['judged']}) | {m['serial_cut']}/{m['branch_cut']} |"
         )
     for split, label in (("by_category", "gold category"), ("by_language", "language")):
         systems = list(res["e2e"][split])

@@ -64,3 +64,16 @@ def test_accelerate_config_loads(path: Path):
 
     cfg = load_config_from_file(str(path))
     assert cfg.num_processes >= 1 and cfg.distributed_type
+
+
+EVAL_CONFIGS = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EVAL_CONFIGS, ids=lambda p: p.name)
+def test_eval_config_parses(path: Path):
+    from eval.config import load_e2e_config
+
+    cfg = load_e2e_config(path)
+    assert cfg.name == path.stem and cfg.decomposers
+    for spec in cfg.decomposers:
+        assert spec.adapter is None or (ROOT / spec.adapter / "adapter_config.json").is_file(), spec.adapter
