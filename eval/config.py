@@ -52,6 +52,7 @@ class JudgeConfig(StrictModel):
     max_model_len: int = Field(default=6144, ge=512)
     kv_cache_gib: float = Field(default=2.0, gt=0.0)
     answers_from: Literal["executor", "vllm"] = "executor"  # whose parallel answers are judged
+    tie_margin: float = Field(default=0.1, ge=0.0, le=1.0)  # |P(win) - P(loss)| below this is a tie
 
 
 class E2EConfig(StrictModel):

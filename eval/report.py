@@ -10,7 +10,8 @@ Definitions (per prompt, on one answer backend):
 - judged: "same" when the pipeline's answer is the serial one (not split, or identical
   text), else the judge's verdict for the parallel answer (win / tie / loss, both orders);
   retention = (win + tie + same) / prompts; agreement = judged pairs whose two orders
-  agree / judged pairs;
+  raw picks agree / judged pairs; "A" rate = raw picks of the first position / picks
+  (0.5 for an unbiased judge); the verdict itself averages both orders' probabilities;
 - cut: answers that hit the token budget (serial_max_new_tokens / branch_max_new_tokens).
 Groups average speedups geometrically; "total" is the ratio of summed times.
 """
@@ -82,7 +83,7 @@ def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts
                     if p_text.strip() == s["texts"][0].strip():
                         row["verdict"] = "same"
                     elif (v := verdicts.get(pair_key(rec.prompt, s["texts"][0], p_text))) is not None:
-                        row["verdict"], row["agree"] = v["verdict"], v["agree"]
+                        row["verdict"], row["agree"], row["picks_a"] = v["verdict"], v["agree"], v["picks"].count("A")
                 rows.append(row)
     return rows
 
@@ -110,6 +111,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "retention": round((counts["win"] + counts["tie"] + counts["same"]) / len(verdicts), 3) if verdicts else None,
         "judged": len(judged),
         "agreement": round(sum(r["agree"] for r in judged) / len(judged), 3) if judged else None,
+        "picks_a": round(sum(r["picks_a"] for r in judged) / (2 * len(judged)), 3) if judged else None,
     }
 
 
@@ -194,15 +196,15 @@ def markdown(res: dict[str, Any], plots: list[str]) -> str:
         "## End to end (speedups are geometric means; decomposer time counted)",
         "",
         "| system | split/prompts | raw | normalised | raw (split only) | execution (split only) | total time "
-        "| decomposer s | win/tie/loss/same | retention | judge agreement | cut serial/parallel |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| decomposer s | win/tie/loss/same | retention | judge agreement | judge 'A' rate | cut serial/parallel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for system, m in res["e2e"]["overall"].items():
         lines.append(
             f"| {system} | {m['split']}/{m['prompts']} | {_fmt(m['speedup_raw'])} | {_fmt(m['speedup_norm'])} | "
             f"{_fmt(m['speedup_raw_split'])} | {_fmt(m['speedup_exec_split'])} | {_fmt(m['speedup_total'])} | "
             f"{_fmt(m['decomposer_s_mean'])} | {m['win']}/{m['tie']}/{m['loss']}/{m['same']} | "
-            f"{_fmt(m['retention'])} | {_fmt(m['agreement'])} ({m['judged']}) | {m['serial_cut']}/{m['branch_cut']} |"
+            f"{_fmt(m['retention'])} | {_fmt(m['agreement'])} ({m['judged']}) | {_fmt(m['picks_a'])} | {m['serial_cut']}/{m['branch_cut']} |"
         )
     for split, label in (("by_category", "gold category"), ("by_language", "language")):
         systems = list(res["e2e"][split])

@@ -17,7 +17,7 @@ from data_prep.schema import Record, check_record, errors
 from eval.answer import reassemble
 from eval.config import load_e2e_config
 from eval.e2e import select_subset
-from eval.judge import combine, judge_messages, preference
+from eval.judge import debiased, judge_messages, preference
 from models.decomposer import load_decomposer
 
 
@@ -75,12 +75,14 @@ def test_reassembly_keeps_the_users_markers_and_order():
     assert reassemble(inline, ["Hallo", "Tschüss"]) == "1. Hallo\n\n2. Tschüss"
 
 
-def test_a_pair_counts_as_a_win_only_when_both_orders_prefer_parallel():
+def test_verdicts_cancel_a_judges_position_bias():
     assert preference("B", "A") == ("win", "win", True)
     assert preference("A", "B") == ("loss", "loss", True)
-    first, second, agree = preference("A", "A")  # position bias: always the first answer
-    assert (first, second, agree) == ("loss", "win", False) and combine(first, second) == "tie"
-    assert combine("tie", "tie") == "tie"
+    assert preference("A", "A") == ("loss", "win", False)  # position bias: always the first answer
+    # a judge that always prefers position A: the averaged probabilities still separate the answers
+    assert debiased([0.8, 0.15, 0.05], [0.9, 0.05, 0.05], tie_margin=0.02)["verdict"] == "win"
+    assert debiased([0.9, 0.05, 0.05], [0.8, 0.15, 0.05], tie_margin=0.02)["verdict"] == "loss"
+    assert debiased([0.85, 0.1, 0.05], [0.86, 0.1, 0.04], tie_margin=0.02)["verdict"] == "tie"
     msgs = judge_messages("q" * 50, "a" * 500, "b", max_chars=100)
     assert "[...cut]" in msgs[1]["content"] and "q" * 50 in msgs[1]["content"]
 
@@ -118,6 +120,16 @@ def _write_split(path, labelled_rows, k=9):
     return picked[:k]
 
 
+def _config(tmp_path, labelled_rows, **fields):
+    """An e2e config on a small split of the labelled rows, written to tmp_path/e2e.yaml."""
+    split = tmp_path / "test.jsonl"
+    rows = _write_split(split, labelled_rows)
+    config = tmp_path / "e2e.yaml"
+    base = {"split": str(split), "work_dir": str(tmp_path / "work"), "report_dir": str(tmp_path / "reports")}
+    config.write_text(yaml.safe_dump({**base, **fields}))
+    return config, split, rows
+
+
 def _e2e(config, *extra):
     return subprocess.run(
         [sys.executable, "-m", "eval.e2e", "--config", str(config), *extra],
@@ -129,28 +141,20 @@ def _e2e(config, *extra):
 
 
 def test_e2e_runs_every_stage_writes_the_report_and_resumes(tmp_path, tiny_model_dir, labelled_rows):
-    split = tmp_path / "test.jsonl"
-    rows = _write_split(split, labelled_rows)
     model = str(tiny_model_dir)
-    config = tmp_path / "e2e.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny",
-                "split": str(split),
-                "work_dir": str(tmp_path / "work"),
-                "report_dir": str(tmp_path / "reports"),
-                "limit": 6,
-                "decomposers": [
-                    {"name": "oracle", "backend": "gold"},
-                    {"name": "rules", "backend": "rules"},
-                    {"name": "tiny", "backend": "hf", "model": model, "max_new_tokens": 48},
-                ],
-                "backends": ["executor"],
-                "answer": {"model": model, "serial_max_new_tokens": 12, "branch_max_new_tokens": 6},
-                "judge": {"model": model, "backend": "hf", "max_chars": 300},
-            }
-        )
+    config, _, rows = _config(
+        tmp_path,
+        labelled_rows,
+        name="tiny",
+        limit=6,
+        decomposers=[
+            {"name": "oracle", "backend": "gold"},
+            {"name": "rules", "backend": "rules"},
+            {"name": "tiny", "backend": "hf", "model": model, "max_new_tokens": 48},
+        ],
+        backends=["executor"],
+        answer={"model": model, "serial_max_new_tokens": 12, "branch_max_new_tokens": 6},
+        judge={"model": model, "backend": "hf", "max_chars": 300},
     )
     proc = _e2e(config)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -208,36 +212,28 @@ def test_e2e_refuses_a_missing_split_cleanly(tmp_path):
 def test_e2e_on_vllm_matches_the_executor_and_judges_with_vllm(tmp_path, tiny_model_dir, labelled_rows):
     """The vLLM batch backend gives the executor's greedy answers (fp32) on the same
     sub-prompts, and the vLLM judge's constrained pick is one of the three choices."""
-    split = tmp_path / "test.jsonl"
-    _write_split(split, labelled_rows)
     model = str(tiny_model_dir)
-    config = tmp_path / "e2e.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny-vllm",
-                "split": str(split),
-                "work_dir": str(tmp_path / "work"),
-                "report_dir": str(tmp_path / "reports"),
-                "limit": 4,
-                "decomposers": [{"name": "oracle", "backend": "gold"}],
-                "answer": {
-                    "model": model,
-                    "serial_max_new_tokens": 10,
-                    "branch_max_new_tokens": 6,
-                    "max_model_len": 2048,
-                    "kv_cache_gib": 1,
-                },
-                "judge": {
-                    "model": model,
-                    "backend": "vllm",
-                    "max_chars": 300,
-                    "max_model_len": 2048,
-                    "kv_cache_gib": 1,
-                    "answers_from": "vllm",
-                },
-            }
-        )
+    config, _, _ = _config(
+        tmp_path,
+        labelled_rows,
+        name="tiny-vllm",
+        limit=4,
+        decomposers=[{"name": "oracle", "backend": "gold"}],
+        answer={
+            "model": model,
+            "serial_max_new_tokens": 10,
+            "branch_max_new_tokens": 6,
+            "max_model_len": 2048,
+            "kv_cache_gib": 1,
+        },
+        judge={
+            "model": model,
+            "backend": "vllm",
+            "max_chars": 300,
+            "max_model_len": 2048,
+            "kv_cache_gib": 1,
+            "answers_from": "vllm",
+        },
     )
     proc = _e2e(config)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -258,3 +254,5 @@ def test_e2e_on_vllm_matches_the_executor_and_judges_with_vllm(tmp_path, tiny_mo
     assert greedy and all(text(vllm, k) == text(executor, k) for k in greedy)
     verdicts = [json.loads(x) for x in (tmp_path / "work" / "judge.jsonl").read_text().splitlines()]
     assert verdicts and all(set(v["picks"]) <= {"A", "B", "tie"} for v in verdicts)
+    assert all(abs(sum(p) - 1) < 1e-3 for v in verdicts for p in v["probs"])
+    assert all(v["verdict"] in ("win", "tie", "loss") for v in verdicts)
