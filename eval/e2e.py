@@ -235,12 +235,26 @@ def judge_pairs(cfg: E2EConfig, subset: list[Record], decomps, answers) -> dict[
     return pairs
 
 
+def control_pairs(cfg: E2EConfig, subset: list[Record], answers) -> dict[str, tuple[str, str, str]]:
+    """The judge's sanity check: each prompt's serial answer against the serial answer of the
+    next prompt (an answer to another request), which a reliable judge calls a loss."""
+    serial, _ = answers[cfg.judge.answers_from]
+    done = [r for r in subset if r.id in serial]
+    pairs = {}
+    for rec, other in zip(done, done[1:] + done[:1], strict=True):
+        if rec.id != other.id:
+            s_text, wrong = serial[rec.id]["texts"][0], serial[other.id]["texts"][0]
+            pairs["control-" + pair_key(rec.prompt, s_text, wrong)] = (rec.prompt, s_text, wrong)
+    return pairs
+
+
 def stage_judge(cfg: E2EConfig, subset: list[Record], decomps, work: Workdir) -> None:
     from tqdm.auto import tqdm
 
     from eval.judge import Judge
 
-    pairs = judge_pairs(cfg, subset, decomps, load_answers(cfg, work))
+    answers = load_answers(cfg, work)
+    pairs = {**judge_pairs(cfg, subset, decomps, answers), **control_pairs(cfg, subset, answers)}
     todo = {k: v for k, v in pairs.items() if k not in _rows_by(work.judge, "key")}
     if not todo:
         return

@@ -7,11 +7,13 @@ Definitions (per prompt, on one answer backend):
 - normalised speedup = (serial time / serial output tokens) / (pipeline time / parallel
   output tokens), ParallelPrompt's definition, with the decomposer's time counted;
 - execution speedup = serial time / parallel run time, on split prompts only;
+- throughput ratio (the scaling plot) = parallel output tokens/s / serial output tokens/s;
 - judged: "same" when the pipeline's answer is the serial one (not split, or identical
   text), else the judge's verdict for the parallel answer (win / tie / loss, both orders);
   retention = (win + tie + same) / prompts; agreement = judged pairs whose two orders
   raw picks agree / judged pairs; "A" rate = raw picks of the first position / picks
   (0.5 for an unbiased judge); the verdict itself averages both orders' probabilities;
+  preference = mean of P(parallel better) - P(serial better) over judged pairs;
 - cut: answers that hit the token budget (serial_max_new_tokens / branch_max_new_tokens).
 Groups average speedups geometrically; "total" is the ratio of summed times.
 """
@@ -73,6 +75,7 @@ def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts
                     "speedup_raw": round(serial_s / pipeline_s, 3),
                     "speedup_norm": round((serial_s / serial_tok) / (pipeline_s / out_tok), 3),
                     "speedup_exec": round(serial_s / run["seconds"], 3) if run else None,
+                    "throughput_ratio": round((out_tok / run["seconds"]) / (serial_tok / serial_s), 3) if run else None,
                     "serial_cut": serial_tok >= cfg.answer.serial_max_new_tokens,
                     "branch_cut": bool(run) and max(run["tokens"]) >= cfg.answer.branch_max_new_tokens,
                     "verdict": None,
@@ -84,6 +87,7 @@ def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts
                         row["verdict"] = "same"
                     elif (v := verdicts.get(pair_key(rec.prompt, s["texts"][0], p_text))) is not None:
                         row["verdict"], row["agree"], row["picks_a"] = v["verdict"], v["agree"], v["picks"].count("A")
+                        row["preference"] = round(v["p_win"] - v["p_loss"], 4)
                 rows.append(row)
     return rows
 
@@ -111,6 +115,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "retention": round((counts["win"] + counts["tie"] + counts["same"]) / len(verdicts), 3) if verdicts else None,
         "judged": len(judged),
         "agreement": round(sum(r["agree"] for r in judged) / len(judged), 3) if judged else None,
+        "preference": round(sum(r["preference"] for r in judged) / len(judged), 4) if judged else None,
         "picks_a": round(sum(r["picks_a"] for r in judged) / (2 * len(judged)), 3) if judged else None,
     }
 
@@ -127,6 +132,7 @@ def build_results(cfg: E2EConfig, gold, subset, decomps, answers, work: Workdir,
             preds = {r["id"]: r for r in read_jsonl_repairing(work.decompositions("quality", spec.name))}
         quality[spec.name] = evaluate_predictions(preds, gold_by_id)
     verdicts = {v["key"]: v for v in read_jsonl_repairing(work.judge)}
+    controls = [v for k, v in verdicts.items() if k.startswith("control-")]
     rows = prompt_rows(cfg, subset, decomps, answers, verdicts)
     groups: dict[str, dict[str, Any]] = {"overall": {}, "by_category": {}, "by_language": {}}
     keyed: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -149,6 +155,14 @@ def build_results(cfg: E2EConfig, gold, subset, decomps, answers, work: Workdir,
         "config": cfg.model_dump(),
         "split_size": len(gold),
         "subset_size": len(subset),
+        "judge_control": {
+            "pairs": len(controls),
+            "loss": sum(v["verdict"] == "loss" for v in controls),  # the wrong answer rightly loses
+            "p_loss_above_p_win": sum(v["p_loss"] > v["p_win"] for v in controls),
+            "mean_preference": round(sum(v["p_win"] - v["p_loss"] for v in controls) / len(controls), 4)
+            if controls
+            else None,
+        },
         "quality": quality,
         "e2e": groups,
         "prompts": rows,
@@ -196,16 +210,25 @@ def markdown(res: dict[str, Any], plots: list[str]) -> str:
         "## End to end (speedups are geometric means; decomposer time counted)",
         "",
         "| system | split/prompts | raw | normalised | raw (split only) | execution (split only) | total time "
-        "| decomposer s | win/tie/loss/same | retention | judge agreement | judge 'A' rate | cut serial/parallel |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| decomposer s | win/tie/loss/same | retention | judge agreement | judge 'A' rate | preference | cut serial/parallel |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for system, m in res["e2e"]["overall"].items():
         lines.append(
             f"| {system} | {m['split']}/{m['prompts']} | {_fmt(m['speedup_raw'])} | {_fmt(m['speedup_norm'])} | "
             f"{_fmt(m['speedup_raw_split'])} | {_fmt(m['speedup_exec_split'])} | {_fmt(m['speedup_total'])} | "
             f"{_fmt(m['decomposer_s_mean'])} | {m['win']}/{m['tie']}/{m['loss']}/{m['same']} | "
-            f"{_fmt(m['retention'])} | {_fmt(m['agreement'])} ({m['judged']}) | {_fmt(m['picks_a'])} | {m['serial_cut']}/{m['branch_cut']} |"
+            f"{_fmt(m['retention'])} | {_fmt(m['agreement'])} ({m['judged']}) | {_fmt(m['picks_a'])} | {_fmt(m['preference'])} | {m['serial_cut']}/{m['branch_cut']} |"
         )
+    c = res["judge_control"]
+    if c["pairs"]:
+        lines += [
+            "",
+            f"Judge sanity check: against an answer to another prompt, the right answer won {c['loss']} of "
+            f"{c['pairs']} pairs (it had the higher averaged probability in {c['p_loss_above_p_win']}; mean "
+            f"preference for the wrong answer {c['mean_preference']}). A judge that cannot tell these apart "
+            "cannot measure retention: read the retention columns with it.",
+        ]
     for split, label in (("by_category", "gold category"), ("by_language", "language")):
         systems = list(res["e2e"][split])
         keys = sorted({k for s in systems for k in res["e2e"][split][s]})
@@ -273,8 +296,8 @@ def plot(res: dict[str, Any], out: Path) -> list[str]:
             ax.scatter(*zip(*pts, strict=True), label=s, alpha=0.7, s=18)
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set_xlabel("branches (data items or n)")
-    ax.set_ylabel("execution speedup (serial / parallel)")
-    ax.set_title("scaling with the number of branches")
+    ax.set_ylabel("output tokens/s, parallel / serial")
+    ax.set_title("throughput scaling with the number of branches (decomposer time excluded)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "scaling_n.png", dpi=120)

@@ -174,6 +174,7 @@ def test_e2e_runs_every_stage_writes_the_report_and_resumes(tmp_path, tiny_model
     assert oracle["prompts"] == 6 and oracle["split"] == sum(r["split"] for r in res["prompts"][:6])
     assert oracle["with_verdict"] == 6 and oracle["judged"] + oracle["same"] == 6
     assert res["quality"]["oracle"]["overall"]["parallelizable_f1"] == 1.0
+    assert res["judge_control"]["pairs"] == 6  # each prompt's answer against another prompt's
     for r in res["prompts"]:
         assert r["pipeline_s"] == pytest.approx(r["decomposer_s"] + (r["parallel_s"] or r["serial_s"]), abs=1e-3)
     for png in ("speedup_by_category.png", "scaling_n.png", "retention.png", "f1_by_language.png"):
