@@ -308,10 +308,14 @@ def plot(res: dict[str, Any], out: Path) -> list[str]:
     ]
     if judged:
         systems_all, systems = systems, judged
-        fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
-        bars(axes[0], "by_category", "retention", "quality retention by gold category")
-        bars(axes[1], "by_language", "retention", "quality retention by language")
-        axes[1].legend(fontsize=7)
+        fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
+        bars(axes[0][0], "by_category", "retention", "quality retention by gold category")
+        bars(axes[0][1], "by_language", "retention", "quality retention by language")
+        bars(axes[1][0], "by_category", "preference", "judge preference for parallel, P(win) - P(loss)")
+        bars(axes[1][1], "by_language", "preference", "judge preference for parallel, P(win) - P(loss)")
+        for ax in axes[1]:
+            ax.axhline(0.0, color="grey", lw=0.8)
+        axes[0][1].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / "retention.png", dpi=120)
         written.append("retention.png")
