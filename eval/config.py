@@ -42,6 +42,9 @@ class AnswerConfig(StrictModel):
     seed: int = 0
     max_model_len: int = Field(default=4096, ge=256)
     kv_cache_gib: float = Field(default=2.0, gt=0.0)
+    # a decomposition with more sub-prompts runs serially (counted as such): a decomposer that
+    # says n=800 for "write a few slogans" must not cost 800 branches
+    max_branches: int = Field(default=64, ge=2)
 
 
 class JudgeConfig(StrictModel):

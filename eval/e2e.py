@@ -173,12 +173,17 @@ def load_decompositions(
 
 
 # ---------------------------------------------------------------- answers
-def parallel_jobs(decomps: dict[str, dict[str, tuple[Record, float]]]) -> dict[str, Record]:
+def runs_parallel(rec: Record, cfg: E2EConfig) -> bool:
+    """Split and within the branch limit (beyond it the pipeline runs the prompt serially)."""
+    return rec.parallelizable and len(render_subprompts(rec)) <= cfg.answer.max_branches
+
+
+def parallel_jobs(cfg: E2EConfig, decomps: dict[str, dict[str, tuple[Record, float]]]) -> dict[str, Record]:
     """One run per distinct set of sub-prompts (systems that agree share it)."""
     jobs: dict[str, Record] = {}
     for per_prompt in decomps.values():
         for rec, _ in per_prompt.values():
-            if rec.parallelizable:
+            if runs_parallel(rec, cfg):
                 jobs.setdefault(run_key(render_subprompts(rec), rec.n is not None), rec)
     return jobs
 
@@ -188,7 +193,7 @@ def stage_answers(cfg: E2EConfig, subset: list[Record], decomps, work: Workdir) 
 
     from eval.answer import load_answerer
 
-    jobs = parallel_jobs(decomps)
+    jobs = parallel_jobs(cfg, decomps)
     for backend in cfg.backends:
         serial_path, parallel_path = work.serial(backend), work.parallel(backend)
         serial_path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,7 +231,9 @@ def judge_pairs(cfg: E2EConfig, subset: list[Record], decomps, answers) -> dict[
     for per_prompt in decomps.values():
         for rec in subset:
             pred, _ = per_prompt[rec.id]
-            run = parallel.get(run_key(render_subprompts(pred), pred.n is not None)) if pred.parallelizable else None
+            run = (
+                parallel.get(run_key(render_subprompts(pred), pred.n is not None)) if runs_parallel(pred, cfg) else None
+            )
             if run is None or rec.id not in serial:
                 continue
             s_text, p_text = serial[rec.id]["texts"][0], reassemble(pred, run["texts"])

@@ -14,6 +14,8 @@ Definitions (per prompt, on one answer backend):
   raw picks agree / judged pairs; "A" rate = raw picks of the first position / picks
   (0.5 for an unbiased judge); the verdict itself averages both orders' probabilities;
   preference = mean of P(parallel better) - P(serial better) over judged pairs;
+- a decomposition with more sub-prompts than `answer.max_branches` runs serially (counted
+  in "split/prompts" as not split, and as over the limit in results.json);
 - cut: answers that hit the token budget (serial_max_new_tokens / branch_max_new_tokens).
 Groups average speedups geometrically; "total" is the ratio of summed times.
 """
@@ -33,7 +35,7 @@ from typing import Any
 from data_prep.jsonl_io import atomic_write_text, read_jsonl_repairing
 from data_prep.schema import Record, render_subprompts
 from eval.config import E2EConfig
-from eval.e2e import Workdir, gold_group, pair_key, run_key
+from eval.e2e import Workdir, gold_group, pair_key, run_key, runs_parallel
 
 
 def _geomean(xs: list[float]) -> float | None:
@@ -50,10 +52,9 @@ def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts
             for rec in subset:
                 pred, dec_s = per_prompt[rec.id]
                 s = serial.get(rec.id)
-                run = (
-                    parallel.get(run_key(render_subprompts(pred), pred.n is not None)) if pred.parallelizable else None
-                )
-                if s is None or (pred.parallelizable and run is None):
+                fits = runs_parallel(pred, cfg)
+                run = parallel.get(run_key(render_subprompts(pred), pred.n is not None)) if fits else None
+                if s is None or (fits and run is None):
                     continue  # not run yet
                 serial_s, serial_tok = s["seconds"], s["tokens"][0]
                 exec_s, out_tok = (run["seconds"], sum(run["tokens"])) if run else (serial_s, serial_tok)
@@ -65,6 +66,7 @@ def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts
                     "language": rec.language,
                     "category": gold_group(rec),
                     "split": bool(run),
+                    "over_branch_limit": pred.parallelizable and not fits,
                     "branches": len(run["texts"]) if run else 1,
                     "decomposer_s": round(dec_s, 3),
                     "serial_s": serial_s,
@@ -107,6 +109,7 @@ def aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "speedup_total": round(sum(r["serial_s"] for r in rows) / sum(r["pipeline_s"] for r in rows), 3)
         if rows
         else None,
+        "over_branch_limit": sum(r["over_branch_limit"] for r in rows),
         "serial_cut": sum(r["serial_cut"] for r in rows),
         "branch_cut": sum(r["branch_cut"] for r in rows),
         "decomposer_s_mean": round(sum(r["decomposer_s"] for r in rows) / len(rows), 3) if rows else None,
@@ -132,7 +135,9 @@ def build_results(cfg: E2EConfig, gold, subset, decomps, answers, work: Workdir,
             preds = {r["id"]: r for r in read_jsonl_repairing(work.decompositions("quality", spec.name))}
         quality[spec.name] = evaluate_predictions(preds, gold_by_id)
     verdicts = {v["key"]: v for v in read_jsonl_repairing(work.judge)}
-    controls = [v for k, v in verdicts.items() if k.startswith("control-")]
+    from eval.e2e import control_pairs
+
+    controls = [verdicts[k] for k in control_pairs(cfg, subset, answers) if k in verdicts]
     rows = prompt_rows(cfg, subset, decomps, answers, verdicts)
     groups: dict[str, dict[str, Any]] = {"overall": {}, "by_category": {}, "by_language": {}}
     keyed: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
