@@ -40,5 +40,5 @@ $py -m models.decompose --model qwen2.5-coder-0.5b-instruct --adapter artifacts/
 1. The meeting starts at nine.
 2. Please bring your laptop.
 3. Lunch will be provided."
-echo "== 7/7 smoke end-to-end evaluation (the full one: configs/eval/cpu-test.yaml, ~45 min)"
+echo "== 7/7 smoke end-to-end evaluation (the full one: configs/eval/cpu-test.yaml, ~75 min)"
 $py -m eval.e2e --config configs/eval/smoke.yaml
