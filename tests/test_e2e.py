@@ -95,6 +95,19 @@ def test_the_subset_covers_every_category_and_is_fixed_by_the_seed(labelled_rows
     assert [r.id for r in subset] == [r.id for r in select_subset(gold, len(groups), seed=3)]
 
 
+def test_a_decomposition_over_the_branch_limit_runs_serially():
+    from eval.config import E2EConfig
+    from eval.e2e import parallel_jobs, runs_parallel
+
+    cfg = E2EConfig(
+        name="t", split="s", work_dir="w", decomposers=[{"name": "g", "backend": "gold"}], answer={"max_branches": 4}
+    )
+    many = _rec("Write slogans", parallelizable=True, category="repeated_generation", template="Write a slogan", n=800)
+    few = many.model_copy(update={"n": 3})
+    assert not runs_parallel(many, cfg) and runs_parallel(few, cfg)
+    assert list(parallel_jobs(cfg, {"g": {"a": (many, 0.0), "b": (few, 0.0)}}).values()) == [few]
+
+
 def test_bad_configs_name_the_problem(tmp_path):
     path = tmp_path / "c.yaml"
     base = {"name": "t", "split": "s.jsonl", "work_dir": "w", "decomposers": [{"name": "g", "backend": "gold"}]}
