@@ -41,7 +41,9 @@ class Answerer:
         self.cfg = cfg
 
     def messages(self, prompt: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": self.cfg.system_prompt}, {"role": "user", "content": prompt}]
+        from models.executor import chat_messages
+
+        return chat_messages(prompt, self.cfg.system_prompt)
 
     def serial(self, prompt: str) -> Run:
         raise NotImplementedError
@@ -59,33 +61,24 @@ class ExecutorAnswerer(Answerer):
 
     def __init__(self, cfg: AnswerConfig):
         super().__init__(cfg)
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from models.executor import ParallelExecutor, end_of_turn_ids
+        from models.registry import load_causal_lm
 
-        from models.executor import ParallelExecutor
-        from models.registry import resolve_model
-
-        path = resolve_model(cfg.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype)).eval()
+        self.tokenizer, self.model = load_causal_lm(cfg.model, cfg.dtype)
         self.executor = ParallelExecutor(self.model, self.tokenizer)
-        eos = self.model.generation_config.eos_token_id
-        self.eos = tuple({*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None})
+        self.eos = end_of_turn_ids(self.model, self.tokenizer)
 
-    def _ids(self, prompt: str) -> list[int]:
-        return self.tokenizer.apply_chat_template(
-            self.messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
-        )
+    def _ids(self, prompts: list[str]) -> list[list[int]]:
+        from models.executor import chat_token_ids
 
-    def _count(self, ids: list[int]) -> int:
-        """Generated tokens up to and including the first end-of-turn token."""
-        ends = [i for i, t in enumerate(ids) if t in self.eos]
-        return ends[0] + 1 if ends else len(ids)
+        return chat_token_ids(self.tokenizer, prompts, self.cfg.system_prompt)
 
     def serial(self, prompt: str) -> Run:
         import torch
 
-        ids = torch.tensor([self._ids(prompt)])
+        from models.executor import generated_length
+
+        ids = torch.tensor(self._ids([prompt]))
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
@@ -98,7 +91,7 @@ class ExecutorAnswerer(Answerer):
             )
         seconds = time.perf_counter() - start
         new = out[0, ids.shape[1] :].tolist()
-        n = self._count(new)
+        n = generated_length(new, self.eos)
         return Run([self.tokenizer.decode(new[:n], skip_special_tokens=True)], [n], seconds)
 
     def parallel(self, prompts: list[str], sample: bool) -> Run:
@@ -112,7 +105,7 @@ class ExecutorAnswerer(Answerer):
             eos_token_ids=self.eos,
         )
         start = time.perf_counter()
-        results = self.executor.run([self._ids(p) for p in prompts], cfg)
+        results = self.executor.run(self._ids(prompts), cfg)
         seconds = time.perf_counter() - start
         return Run([r.text or "" for r in results], [len(r.token_ids) for r in results], seconds)
 
@@ -122,15 +115,10 @@ class VLLMAnswerer(Answerer):
 
     def __init__(self, cfg: AnswerConfig):
         super().__init__(cfg)
-        from models.registry import resolve_model
-        from models.vllm_env import apply_cpu_env, engine_kwargs, require_vllm
-
-        require_vllm()
-        apply_cpu_env(cfg.kv_cache_gib)
-        from vllm import LLM
+        from models.vllm_env import engine_kwargs, load_llm
 
         kwargs = engine_kwargs(None, cfg.dtype, cfg.max_model_len, cfg.seed)
-        self.llm = LLM(model=str(resolve_model(cfg.model)), enable_prefix_caching=True, **kwargs)
+        self.llm = load_llm(cfg.model, kv_cache_gib=cfg.kv_cache_gib, enable_prefix_caching=True, **kwargs)
 
     def _chat(self, prompts: list[str], params: list) -> Run:
         start = time.perf_counter()

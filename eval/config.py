@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from data_prep.config import StrictModel, load_yaml_config
+from models.registry import DEFAULT_DECOMPOSER, DEFAULT_JUDGE
 
 
 class DecomposerSpec(StrictModel):
@@ -16,7 +17,7 @@ class DecomposerSpec(StrictModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     backend: Literal["gold", "rules", "hf", "vllm", "openai"]
-    model: str = "qwen2.5-coder-0.5b-instruct"
+    model: str = DEFAULT_DECOMPOSER
     adapter: str | None = None
     fmt: Literal["anchor-v1", "json-v2"] | None = None  # default: the adapter's own, json-v2 without one
     max_new_tokens: int = Field(default=512, ge=16)
@@ -32,7 +33,7 @@ class DecomposerSpec(StrictModel):
 class AnswerConfig(StrictModel):
     """The answer model, the same for serial and parallel runs."""
 
-    model: str = "qwen2.5-coder-0.5b-instruct"
+    model: str = DEFAULT_DECOMPOSER
     system_prompt: str = "You are a helpful assistant."
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     serial_max_new_tokens: int = Field(default=512, ge=1)
@@ -48,7 +49,7 @@ class AnswerConfig(StrictModel):
 
 
 class JudgeConfig(StrictModel):
-    model: str = "qwen2.5-coder-1.5b-instruct"
+    model: str = DEFAULT_JUDGE
     backend: Literal["vllm", "hf"] = "vllm"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_chars: int = Field(default=3000, ge=100)  # per request / answer shown to the judge

@@ -178,13 +178,33 @@ def runs_parallel(rec: Record, cfg: E2EConfig) -> bool:
     return rec.parallelizable and len(render_subprompts(rec)) <= cfg.answer.max_branches
 
 
+def record_key(rec: Record) -> str:
+    """The key of a record's parallel run: its sub-prompts, and whether they are sampled."""
+    return run_key(render_subprompts(rec), rec.n is not None)
+
+
+def parallel_run(cfg: E2EConfig, pred: Record, parallel: dict[str, Any]) -> dict[str, Any] | None:
+    """The parallel run of a prediction on one backend; None when it runs serially (or has not run)."""
+    return parallel.get(record_key(pred)) if runs_parallel(pred, cfg) else None
+
+
+def answer_pair(pred: Record, serial_row: dict[str, Any], run: dict[str, Any] | None) -> tuple[str, str, bool]:
+    """(serial answer, the pipeline's answer, whether they are the same text): the pipeline
+    answers with the reassembled parallel run, or with the serial answer when not split."""
+    from eval.answer import reassemble
+
+    s_text = serial_row["texts"][0]
+    p_text = reassemble(pred, run["texts"]) if run else s_text
+    return s_text, p_text, s_text.strip() == p_text.strip()
+
+
 def parallel_jobs(cfg: E2EConfig, decomps: dict[str, dict[str, tuple[Record, float]]]) -> dict[str, Record]:
     """One run per distinct set of sub-prompts (systems that agree share it)."""
     jobs: dict[str, Record] = {}
     for per_prompt in decomps.values():
         for rec, _ in per_prompt.values():
             if runs_parallel(rec, cfg):
-                jobs.setdefault(run_key(render_subprompts(rec), rec.n is not None), rec)
+                jobs.setdefault(record_key(rec), rec)
     return jobs
 
 
@@ -197,8 +217,9 @@ def stage_answers(cfg: E2EConfig, subset: list[Record], decomps, work: Workdir) 
     for backend in cfg.backends:
         serial_path, parallel_path = work.serial(backend), work.parallel(backend)
         serial_path.parent.mkdir(parents=True, exist_ok=True)
-        todo_serial = [r for r in subset if r.id not in _rows_by(serial_path)]
-        todo_parallel = {k: r for k, r in jobs.items() if k not in _rows_by(parallel_path, "key")}
+        done_serial, done_parallel = _rows_by(serial_path), _rows_by(parallel_path, "key")
+        todo_serial = [r for r in subset if r.id not in done_serial]
+        todo_parallel = {k: r for k, r in jobs.items() if k not in done_parallel}
         if not todo_serial and not todo_parallel:
             continue
         answerer = load_answerer(backend, cfg.answer)
@@ -224,20 +245,16 @@ def load_answers(cfg: E2EConfig, work: Workdir) -> dict[str, tuple[dict[str, Any
 # ---------------------------------------------------------------- judge
 def judge_pairs(cfg: E2EConfig, subset: list[Record], decomps, answers) -> dict[str, tuple[str, str, str]]:
     """{pair key: (prompt, serial answer, reassembled parallel answer)} needing a verdict."""
-    from eval.answer import reassemble
-
     serial, parallel = answers[cfg.judge.answers_from]
     pairs = {}
     for per_prompt in decomps.values():
         for rec in subset:
             pred, _ = per_prompt[rec.id]
-            run = (
-                parallel.get(run_key(render_subprompts(pred), pred.n is not None)) if runs_parallel(pred, cfg) else None
-            )
+            run = parallel_run(cfg, pred, parallel)
             if run is None or rec.id not in serial:
                 continue
-            s_text, p_text = serial[rec.id]["texts"][0], reassemble(pred, run["texts"])
-            if s_text.strip() != p_text.strip():
+            s_text, p_text, same = answer_pair(pred, serial[rec.id], run)
+            if not same:
                 pairs[pair_key(rec.prompt, s_text, p_text)] = (rec.prompt, s_text, p_text)
     return pairs
 

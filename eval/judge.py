@@ -78,24 +78,16 @@ def first_tokens(tokenizer) -> list[int]:
 class Judge:
     def __init__(self, cfg: JudgeConfig):
         self.cfg = cfg
-        from models.registry import resolve_model
-
-        path = str(resolve_model(cfg.model))
         if cfg.backend == "vllm":
-            from models.vllm_env import apply_cpu_env, engine_kwargs, require_vllm
+            from models.vllm_env import engine_kwargs, load_llm
 
-            require_vllm()
-            apply_cpu_env(cfg.kv_cache_gib)
-            from vllm import LLM
-
-            self.llm = LLM(model=path, **engine_kwargs(None, cfg.dtype, cfg.max_model_len))
+            kwargs = engine_kwargs(None, cfg.dtype, cfg.max_model_len)
+            self.llm = load_llm(cfg.model, kv_cache_gib=cfg.kv_cache_gib, **kwargs)
             self.tokenizer = self.llm.get_tokenizer()
         else:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from models.registry import load_causal_lm
 
-            self.tokenizer = AutoTokenizer.from_pretrained(path)
-            self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype)).eval()
+            self.tokenizer, self.model = load_causal_lm(cfg.model, cfg.dtype)
         self.first_tokens = first_tokens(self.tokenizer)
 
     def choice_probs(self, conversations: list[list[dict[str, str]]]) -> list[list[float]]:

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.jsonl_io import atomic_write_text, read_jsonl_repairing
-from data_prep.schema import Record, render_subprompts
+from data_prep.schema import Record
 from eval.config import E2EConfig
-from eval.e2e import Workdir, gold_group, pair_key, run_key, runs_parallel
+from eval.e2e import Workdir, answer_pair, gold_group, pair_key, parallel_run, runs_parallel
 
 
 def _geomean(xs: list[float]) -> float | None:
@@ -44,8 +44,6 @@ def _geomean(xs: list[float]) -> float | None:
 
 
 def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts) -> list[dict[str, Any]]:
-    from eval.answer import reassemble
-
     rows = []
     for name, per_prompt in decomps.items():
         for backend, (serial, parallel) in answers.items():
@@ -53,7 +51,7 @@ def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts
                 pred, dec_s = per_prompt[rec.id]
                 s = serial.get(rec.id)
                 fits = runs_parallel(pred, cfg)
-                run = parallel.get(run_key(render_subprompts(pred), pred.n is not None)) if fits else None
+                run = parallel_run(cfg, pred, parallel)
                 if s is None or (fits and run is None):
                     continue  # not run yet
                 serial_s, serial_tok = s["seconds"], s["tokens"][0]
@@ -84,10 +82,10 @@ def prompt_rows(cfg: E2EConfig, subset: list[Record], decomps, answers, verdicts
                     "agree": None,
                 }
                 if cfg.judge is not None and backend == cfg.judge.answers_from:
-                    p_text = reassemble(pred, run["texts"]) if run else s["texts"][0]
-                    if p_text.strip() == s["texts"][0].strip():
+                    s_text, p_text, same = answer_pair(pred, s, run)
+                    if same:
                         row["verdict"] = "same"
-                    elif (v := verdicts.get(pair_key(rec.prompt, s["texts"][0], p_text))) is not None:
+                    elif (v := verdicts.get(pair_key(rec.prompt, s_text, p_text))) is not None:
                         row["verdict"], row["agree"], row["picks_a"] = v["verdict"], v["agree"], v["picks"].count("A")
                         row["preference"] = round(v["p_win"] - v["p_loss"], 4)
                 rows.append(row)

@@ -196,18 +196,14 @@ class HFDecomposer(LocalDecomposer):
     """In-process transformers (+ peft). Batches are left-padded; greedy decoding."""
 
     def __post_init__(self) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from models.registry import resolve_model
+        from models.registry import load_causal_lm
 
         self._setup("hf")
-        path = resolve_model(self.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)  # adapters add no tokens: the base's tokenizer
+        # adapters add no tokens: the base's tokenizer
+        self.tokenizer, self.hf_model = load_causal_lm(self.model, self.dtype)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.hf_model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype))
         if self.adapter:
             from peft import PeftModel
 
@@ -219,6 +215,7 @@ class HFDecomposer(LocalDecomposer):
         from transformers import LogitsProcessorList
 
         from models.constrained import GrammarLogitsProcessor
+        from models.executor import end_of_turn_ids, generated_length
 
         batch = self.tokenizer.apply_chat_template(
             [self.messages(p) for p in prompts],
@@ -240,14 +237,13 @@ class HFDecomposer(LocalDecomposer):
                 logits_processor=processors,
             )
         new = out[:, batch["input_ids"].shape[1] :]
-        eos = self.hf_model.generation_config.eos_token_id
-        stops = {*(eos if isinstance(eos, list) else [eos]), self.tokenizer.eos_token_id} - {None}
+        stops = end_of_turn_ids(self.hf_model, self.tokenizer)
         gens = []
         for row in new.tolist():
-            ended = [i for i, t in enumerate(row) if t in stops]
-            n = ended[0] + 1 if ended else len(row)
+            n = generated_length(row, stops)
+            ended = n > 0 and row[n - 1] in stops
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
-            gens.append(Generation(text, n, bool(ended), row[:n]))
+            gens.append(Generation(text, n, ended, row[:n]))
         return gens
 
 

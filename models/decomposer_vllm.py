@@ -15,7 +15,7 @@ from typing import Any
 from data_prep.formatting import adapter_format
 from models.decomposer import Decomposer, DecomposerError, Generation, LocalDecomposer, PromptError, check_adapter
 from models.serve import adapter_name
-from models.vllm_env import VLLMUnavailable, apply_cpu_env, engine_kwargs, require_vllm
+from models.vllm_env import VLLMUnavailable, engine_kwargs, load_llm
 
 LORA_NAME = "decomposer"
 
@@ -28,18 +28,15 @@ class VLLMDecomposer(LocalDecomposer):
 
     def __post_init__(self) -> None:
         self._setup("vllm")
+        adapters = [self.adapter] if self.adapter else None
         try:
-            require_vllm()
+            self.llm = load_llm(
+                self.model, kv_cache_gib=self.kv_cache_gib, **engine_kwargs(adapters, self.dtype, self.max_model_len)
+            )
         except VLLMUnavailable as err:
             raise DecomposerError(str(err)) from None
-        apply_cpu_env(self.kv_cache_gib)
-        from vllm import LLM
         from vllm.lora.request import LoRARequest
 
-        from models.registry import resolve_model
-
-        adapters = [self.adapter] if self.adapter else None
-        self.llm = LLM(model=str(resolve_model(self.model)), **engine_kwargs(adapters, self.dtype, self.max_model_len))
         self.tokenizer = self.llm.get_tokenizer()
         self.lora = LoRARequest(LORA_NAME, 1, str(Path(self.adapter).resolve())) if self.adapter else None
 

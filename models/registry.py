@@ -100,6 +100,16 @@ def lookup(name: str) -> OfflineModel:
         raise KeyError(f"unknown offline model {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
 
 
+def load_causal_lm(name_or_path: str, dtype: str = "float32"):
+    """(tokenizer, model in eval mode) for a registry name, a local folder or a Hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model(name_or_path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    return AutoTokenizer.from_pretrained(path), model
+
+
 def resolve_model(name_or_path: str, *, cache_dir: str | Path | None = None, fetch: bool = True) -> str:
     """What to pass to `from_pretrained`: a registry name becomes its converted local
     folder (fetched on first use), a local folder stays itself, and anything else is

@@ -59,6 +59,18 @@ def apply_cpu_env(kv_cache_gib: float = 2.0) -> None:
         os.environ.setdefault(key, value)
 
 
+def load_llm(model: str, *, kv_cache_gib: float = 2.0, **kwargs: Any):
+    """A `vllm.LLM` for a registry name or a folder, with the CPU fixes applied first;
+    VLLMUnavailable when vLLM is not installed."""
+    require_vllm()
+    apply_cpu_env(kv_cache_gib)
+    from vllm import LLM
+
+    from models.registry import resolve_model
+
+    return LLM(model=str(resolve_model(model)), **kwargs)
+
+
 def lora_rank(adapter: str | Path) -> int:
     config = Path(adapter) / "adapter_config.json"
     if not config.is_file():
