@@ -291,7 +291,7 @@ def plot(res: dict[str, Any], out: Path) -> list[str]:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for s in systems:
         pts = [
-            (r["branches"], r["speedup_exec"])
+            (r["branches"], r["throughput_ratio"])
             for r in res["prompts"]
             if r["split"] and f"{r['decomposer']}@{r['backend']}" == s
         ]
