@@ -20,6 +20,7 @@ from typing import Any
 
 from data_prep.schema import Record, render_subprompts
 from eval.config import AnswerConfig
+from models.rule_decomposer import LIST_MARKER
 
 BACKENDS = ("executor", "vllm")
 
@@ -154,7 +155,7 @@ def load_answerer(backend: str, cfg: AnswerConfig) -> Answerer:
     raise ValueError(f"unknown answer backend {backend!r}; choose one of {', '.join(BACKENDS)}")
 
 
-_LINE_MARKER = re.compile(r"(?m)^[ \t]*(\d{1,2}[.)）、:：]|[(（]\d{1,2}[)）]|[-*•・●▪–]|[a-hA-H][.)]|[①-⑳])[ \t]*")
+_LINE_MARKER = re.compile(rf"(?m)^[ \t]*{LIST_MARKER}[ \t]*")
 
 
 def reassemble(rec: Record, answers: list[str]) -> str:
@@ -166,7 +167,7 @@ def reassemble(rec: Record, answers: list[str]) -> str:
             at = rec.prompt.find(item)
             line_start = rec.prompt.rfind("\n", 0, at) + 1 if at >= 0 else -1
             m = _LINE_MARKER.match(rec.prompt, line_start) if at >= 0 else None
-            markers.append(m.group(1) if m and m.end() == at else "")
+            markers.append(m.group("marker") if m and m.end() == at else "")
     if len(markers) != len(answers) or not all(markers):
         markers = [f"{i}." for i in range(1, len(answers) + 1)]
     return "\n\n".join(f"{marker} {answer.strip()}" for marker, answer in zip(markers, answers, strict=True))

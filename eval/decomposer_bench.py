@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import statistics
 import sys
@@ -32,11 +31,8 @@ from typing import Any
 from data_prep.formatting import FORMATS, format_completion
 from data_prep.jsonl_io import atomic_write_text
 from data_prep.schema import Record
-
-
-def load_split(path: str | Path) -> list[Record]:
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [Record.model_validate_json(x) for x in lines if x.strip()]
+from eval.e2e import load_split
+from eval.report import machine_description
 
 
 def format_tokens(records: list[Record], tokenizer) -> dict[str, Any]:
@@ -218,10 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(path, json.dumps(row, indent=2, ensure_ascii=False) + "\n")
         rows.append(row)
 
-    import platform
-
     result = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, no GPU" if not _gpu() else _gpu(),
+        "machine": machine_description(),
         "model": args.model,
         "split": args.split,
         "command": "python -m eval.decomposer_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -233,12 +227,6 @@ def main(argv: list[str] | None = None) -> int:
     plot(result["runs"], args.out / "results.png")
     print(markdown(result))
     return 0
-
-
-def _gpu() -> str | None:
-    import torch
-
-    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ import sys
 from pathlib import Path
 
 from data_prep.schema import Record
+from eval.e2e import load_split
 
 
 def load_gold(path: str, limit: int | None, seed: int) -> list[Record]:
-    records = [
-        Record.model_validate_json(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    records = load_split(path)
     if limit is not None and limit < len(records):  # a fixed random subset, balanced like the split itself
         records = random.Random(seed).sample(records, limit)
     return records

@@ -154,7 +154,7 @@ def build_results(cfg: E2EConfig, gold, subset, decomps, answers, work: Workdir,
         "name": cfg.name,
         "command": f"python -m eval.e2e --config {config_path}",
         "commit": _git_commit(),
-        "machine": _machine(),
+        "machine": machine_description(),
         "config": cfg.model_dump(),
         "split_size": len(gold),
         "subset_size": len(subset),
@@ -180,7 +180,7 @@ def _git_commit() -> str | None:
         return None
 
 
-def _machine() -> str:
+def machine_description() -> str:
     import torch
 
     if torch.cuda.is_available():
@@ -262,6 +262,20 @@ def markdown(res: dict[str, Any], plots: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _grouped_bars(ax, series: dict[str, dict[str, float | None]], title: str, rotate: bool = True) -> None:
+    """One bar per (group key, series), the groups side by side; a missing value draws as 0."""
+    keys = sorted({k for values in series.values() for k in values})
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar([x + i * width for x in range(len(keys))], [values.get(k) or 0 for k in keys], width, label=label)
+    ticks = [x + 0.4 - width / 2 for x in range(len(keys))]
+    if rotate:
+        ax.set_xticks(ticks, keys, rotation=40, ha="right", fontsize=8)
+    else:
+        ax.set_xticks(ticks, keys)
+    ax.set_title(title)
+
+
 def plot(res: dict[str, Any], out: Path) -> list[str]:
     import matplotlib
 
@@ -271,17 +285,11 @@ def plot(res: dict[str, Any], out: Path) -> list[str]:
     written = []
     systems = list(res["e2e"]["overall"])
 
-    def bars(ax, split: str, metric: str, title: str) -> None:
-        keys = sorted({k for s in systems for k in res["e2e"][split][s]})
-        width = 0.8 / max(len(systems), 1)
-        for i, s in enumerate(systems):
-            vals = [(res["e2e"][split][s].get(k) or {}).get(metric) or 0 for k in keys]
-            ax.bar([x + i * width for x in range(len(keys))], vals, width, label=s)
-        ax.set_xticks([x + 0.4 - width / 2 for x in range(len(keys))], keys, rotation=40, ha="right", fontsize=8)
-        ax.set_title(title)
+    def bars(ax, split: str, metric: str, title: str, among: list[str]) -> None:
+        _grouped_bars(ax, {s: {k: m[metric] for k, m in res["e2e"][split][s].items()} for s in among}, title)
 
     fig, ax = plt.subplots(figsize=(11, 4.5))
-    bars(ax, "by_category", "speedup_raw", "raw speedup (pipeline, geometric mean) by gold category")
+    bars(ax, "by_category", "speedup_raw", "raw speedup (pipeline, geometric mean) by gold category", systems)
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -310,30 +318,25 @@ def plot(res: dict[str, Any], out: Path) -> list[str]:
         s for s in systems if any(r["verdict"] for r in res["prompts"] if f"{r['decomposer']}@{r['backend']}" == s)
     ]
     if judged:
-        systems_all, systems = systems, judged
         fig, axes = plt.subplots(2, 2, figsize=(13, 8.5))
-        bars(axes[0][0], "by_category", "retention", "quality retention by gold category")
-        bars(axes[0][1], "by_language", "retention", "quality retention by language")
-        bars(axes[1][0], "by_category", "preference", "judge preference for parallel, P(win) - P(loss)")
-        bars(axes[1][1], "by_language", "preference", "judge preference for parallel, P(win) - P(loss)")
+        bars(axes[0][0], "by_category", "retention", "quality retention by gold category", judged)
+        bars(axes[0][1], "by_language", "retention", "quality retention by language", judged)
+        bars(axes[1][0], "by_category", "preference", "judge preference for parallel, P(win) - P(loss)", judged)
+        bars(axes[1][1], "by_language", "preference", "judge preference for parallel, P(win) - P(loss)", judged)
         for ax in axes[1]:
             ax.axhline(0.0, color="grey", lw=0.8)
         axes[0][1].legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / "retention.png", dpi=120)
         written.append("retention.png")
-        systems = systems_all
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    names = list(res["quality"])
-    langs = sorted({lang for q in res["quality"].values() for lang in q["by_language"]})
-    width = 0.8 / len(names)
-    for i, name in enumerate(names):
-        vals = [res["quality"][name]["by_language"][lang]["parallelizable_f1"] or 0 for lang in langs]
-        ax.bar([x + i * width for x in range(len(langs))], vals, width, label=name)
-    ax.set_xticks([x + 0.4 - width / 2 for x in range(len(langs))], langs)
+    f1 = {
+        name: {lang: m["parallelizable_f1"] for lang, m in q["by_language"].items()}
+        for name, q in res["quality"].items()
+    }
+    _grouped_bars(ax, f1, f"parallelizable F1 by language ({res['split_size']} prompts)", rotate=False)
     ax.set_ylim(0, 1.05)
-    ax.set_title(f"parallelizable F1 by language ({res['split_size']} prompts)")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "f1_by_language.png", dpi=120)

@@ -24,10 +24,9 @@ from typing import Any
 from data_prep.schema import escape_braces
 from models.decomposer import Decomposer, Generation
 
-_MARKER = re.compile(
-    r"^[ \t]*(?:\d{1,2}[.)）、:：]|[(（]\d{1,2}[)）]|[-*•・●▪–]|[a-hA-H][.)]|[①-⑳])[ \t]*(?P<item>\S[^\n]*?)[ \t]*$",
-    re.MULTILINE,
-)
+# a list marker at the start of a line: "1." "2)" "3、" "(4)" "（5）" "-" "•" "a)" "①"
+LIST_MARKER = r"(?P<marker>\d{1,2}[.)）、:：]|[(（]\d{1,2}[)）]|[-*•・●▪–]|[a-hA-H][.)]|[①-⑳])"
+_MARKER = re.compile(rf"^[ \t]*{LIST_MARKER}[ \t]*(?P<item>\S[^\n]*?)[ \t]*$", re.MULTILINE)
 # a count is followed by the thing counted ("5 slogans", "5个", "5つ"), not by "%", "?" or a digit
 _COUNT = re.compile(r"(?<![\d.,])(?P<n>[2-9]|[1-4]\d|50)(?=[ \t]?[^\W\d_])")
 LONG_HEAD_CHARS = 300  # a longer text before the list is shared context, not instruction
