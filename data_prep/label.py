@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -265,12 +265,19 @@ def run(
 
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [pool.submit(labeller.label, rid, p) for rid, p in todo]
+        order = {fut: i for i, fut in enumerate(futures)}
+        pending = set(futures)
         with tqdm(total=len(items), initial=len(items) - len(todo), desc="label", unit="prompt") as bar:
             try:
-                for fut in as_completed(futures):
-                    write(fut.result())
-                    bar.update(1)
-            except BaseException:  # a refused request (bad key, bad model): stop, keep what is written
+                while pending:
+                    # the labels finished so far, in prompt order, up to a failure among them (a refused
+                    # request: bad key, bad model), which stops the run. (as_completed would hand out
+                    # already-finished futures in set order: a failure could drop an earlier label.)
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in sorted(done, key=order.__getitem__):
+                        write(fut.result())
+                        bar.update(1)
+            except BaseException:  # stop, keep what is written
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     summary = {"already_done": len(items) - len(todo), **summarize(output, model, prices)}
