@@ -23,6 +23,10 @@ class SourceConfig(StrictModel):
     split: str | None = None  # hub only
     limit: int | None = Field(default=None, ge=1)  # hub only
     repair: bool = True
+    # Extra training data: deduplicated against every source listed before it (so nothing
+    # near a validation or test prompt gets in), then added to the train split only, which
+    # leaves the other sources' split assignment unchanged.
+    train_only: bool = False
 
     @model_validator(mode="after")
     def _hub_options_only_for_hub(self) -> SourceConfig:
@@ -61,7 +65,7 @@ class DataConfig(StrictModel):
     dedup: DedupConfig = DedupConfig()
     splits: SplitConfig = SplitConfig()
     # output format of the SFT completions (data_prep.formatting.FORMATS)
-    completion_format: Literal["anchor-v1", "json-v2"] = "anchor-v1"
+    completion_format: Literal["anchor-v2", "anchor-v1", "json-v2"] = "anchor-v2"
 
 
 class ConfigError(ValueError):

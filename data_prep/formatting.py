@@ -1,13 +1,16 @@
 """The decomposer's system prompt and output formats: one definition, used by data
 preparation (SFT records), training, inference and evaluation alike.
 
-Two output formats, both one compact JSON object with the keys of
-`DECOMPOSITION_FIELDS` in order:
+Output formats, each one compact JSON object with the keys of `DECOMPOSITION_FIELDS`
+in order:
 
 - ``json-v2`` (verbatim): context and data items copied character for character.
-- ``anchor-v1`` (compact, the default): a long context or item is written as an anchor,
+- ``anchor-v1`` (compact): a long context or item is written as an anchor,
   ``first words…last words`` (see `data_prep.anchors`), resolved against the prompt after
   decoding. Short values stay verbatim.
+- ``anchor-v2`` (the default): the anchor-v1 output behind a minimal system instruction
+  (`MINIMAL_INSTRUCTION`, ~10 tokens instead of ~106). A fine-tuned adapter learns the
+  contract from its data; the long contract only helps an untrained model.
 
 `parse_completion` reads both: a value found verbatim in the prompt is kept, an anchor
 is resolved. An adapter records the format it was trained on (`FORMAT_FILE`).
@@ -35,6 +38,12 @@ _CONTRACT = (
 )
 
 
+# The instruction an adapter is trained and served with: an adapter does not need the
+# contract spelled out, and on a 2-core CPU every prompt token of every training example
+# costs. Not empty: Qwen's chat template inserts its own default system prompt then.
+MINIMAL_INSTRUCTION = "Decompose the prompt into independent subtasks as JSON."
+
+
 @dataclass(frozen=True)
 class OutputFormat:
     name: str
@@ -55,11 +64,41 @@ FORMATS: dict[str, OutputFormat] = {
         + f"'first words{anchors.SEP}last words'; n counts repeated generations.",
         anchors=True,
     ),
+    "anchor-v2": OutputFormat("anchor-v2", MINIMAL_INSTRUCTION, anchors=True),
 }
-DEFAULT_FORMAT = "anchor-v1"
+DEFAULT_FORMAT = "anchor-v2"
 FORMAT_VERSION = DEFAULT_FORMAT  # the format new data sets and adapters use
 SYSTEM_PROMPT = FORMATS[DEFAULT_FORMAT].system_prompt
-FORMAT_FILE = "decomposer_format.json"  # written next to an adapter: {"format_version": ...}
+FORMAT_FILE = "decomposer_format.json"  # next to an adapter: {"format_version": ..., "system_prompt": ...}
+
+
+# Every output opens with the decision: `{"parallelizable":` then `true` or `false`. The
+# decomposer reads the probability of `true` right after this prefix (one prefill, no
+# decoding) and stops there when it says "serial".
+DECISION_PREFIX = '{"parallelizable":'
+
+
+@dataclass(frozen=True)
+class DecisionTokens:
+    prefix_ids: list[int]  # the tokens of DECISION_PREFIX, as the completion tokenises them
+    true_id: int
+    false_id: int
+
+
+def decision_tokens(tokenizer) -> DecisionTokens:
+    """The decision prefix and the `true` / `false` token ids of a tokenizer, checked
+    against how a whole completion tokenises (a tokenizer that merges across the
+    boundary cannot be gated this way: ValueError)."""
+    prefix = tokenizer.encode(DECISION_PREFIX, add_special_tokens=False)
+    ids = {}
+    for word in ("true", "false"):
+        whole = tokenizer.encode(f"{DECISION_PREFIX}{word},", add_special_tokens=False)
+        if whole[: len(prefix)] != prefix or len(whole) < len(prefix) + 1:
+            raise ValueError(f"the tokenizer merges {DECISION_PREFIX!r} with {word!r}: no single decision token")
+        ids[word] = whole[len(prefix)]
+        if tokenizer.decode([ids[word]]) != word:
+            raise ValueError(f"{word!r} is not one token after {DECISION_PREFIX!r} for this tokenizer")
+    return DecisionTokens(prefix, ids["true"], ids["false"])
 
 
 def get_format(name: str) -> OutputFormat:
@@ -77,14 +116,22 @@ def adapter_format(adapter_dir: str | Path | None) -> str:
     path = Path(adapter_dir) / FORMAT_FILE
     if not path.is_file():
         return "json-v2"
-    name = json.loads(path.read_text(encoding="utf-8"))["format_version"]
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    name = meta["format_version"]
+    recorded = meta.get("system_prompt")  # absent in files written before it was recorded
+    if recorded is not None and recorded != get_format(name).system_prompt:
+        raise ValueError(
+            f"{path}: the adapter was trained with a system prompt that differs from format {name!r} "
+            f"in data_prep/formatting.py (trained: {recorded!r}); serve it with the code it was trained with"
+        )
     get_format(name)
     return name
 
 
 def write_format_file(output_dir: str | Path, fmt: str) -> None:
-    get_format(fmt)
-    Path(output_dir, FORMAT_FILE).write_text(json.dumps({"format_version": fmt}) + "\n", encoding="utf-8")
+    """Record the output format and its exact system prompt next to an adapter."""
+    meta = {"format_version": fmt, "system_prompt": get_format(fmt).system_prompt}
+    Path(output_dir, FORMAT_FILE).write_text(json.dumps(meta, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def format_of_messages(messages: list[dict[str, str]]) -> str | None:

@@ -63,22 +63,27 @@ def normalize_category(name: Any) -> str | None:
 
 
 def load_schema_jsonl(path: str | Path) -> tuple[list[RawRecord], list[LoadProblem]]:
+    """One schema JSONL file, or a directory of them (`*.jsonl`, in name order)."""
     path = _existing(path)
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    if not files:
+        raise DataFormatError(f"{path}: a folder with no .jsonl files")
     records, problems = [], []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            origin = f"{path.name}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                problems.append(LoadProblem(origin, f"invalid JSON ({err.msg} at column {err.colno})"))
-                continue
-            if not isinstance(obj, dict):
-                problems.append(LoadProblem(origin, f"line is a JSON {type(obj).__name__}, not an object"))
-                continue
-            records.append(RawRecord(obj, origin))
+    for file in files:
+        with open(file, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                origin = f"{file.name}:{lineno}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    problems.append(LoadProblem(origin, f"invalid JSON ({err.msg} at column {err.colno})"))
+                    continue
+                if not isinstance(obj, dict):
+                    problems.append(LoadProblem(origin, f"line is a JSON {type(obj).__name__}, not an object"))
+                    continue
+                records.append(RawRecord(obj, origin))
     return records, problems
 
 

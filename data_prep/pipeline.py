@@ -45,6 +45,7 @@ class BuildResult:
     loaded: Counter = field(default_factory=Counter)  # by source
     languages_detected: int = 0
     records_repaired: int = 0
+    train_only_ids: set[str] = field(default_factory=set)  # from sources marked train_only
 
 
 def collect(cfg: DataConfig) -> tuple[list[Record], BuildResult]:
@@ -82,6 +83,8 @@ def collect(cfg: DataConfig) -> tuple[list[Record], BuildResult]:
                 )
                 continue
             seen_ids.add(rec.id)
+            if src.train_only:
+                result.train_only_ids.add(rec.id)
             result.repairs.update(notes)
             result.records_repaired += bool(notes)
             result.warnings.update(v.rule for v in violations)
@@ -138,9 +141,15 @@ def stratified_split(records: list[Record], fractions: dict[str, float], seed: i
 
 def build(cfg: DataConfig) -> BuildResult:
     records, result = collect(cfg)
+    # Train-only records go last, so deduplication keeps the split sources' records and
+    # drops any extra record that duplicates (or nearly duplicates) one of them: the
+    # leakage check of extra training data against validation and test.
+    extra = result.train_only_ids
+    records = [r for r in records if r.id not in extra] + [r for r in records if r.id in extra]
     kept, dup_dropped = deduplicate(records, cfg)
     result.dropped.extend(dup_dropped)
-    result.splits = stratified_split(kept, cfg.splits.fractions(), cfg.seed)
+    result.splits = stratified_split([r for r in kept if r.id not in extra], cfg.splits.fractions(), cfg.seed)
+    result.splits["train"].extend(r for r in kept if r.id in extra)
     return result
 
 
@@ -158,6 +167,7 @@ def summary(result: BuildResult, cfg: DataConfig) -> dict[str, Any]:
         "loaded_by_source": dict(result.loaded),
         "languages_detected": result.languages_detected,
         "split_sizes": {s: len(r) for s, r in result.splits.items()},
+        "train_only_records": sum(r.id in result.train_only_ids for r in result.splits.get("train", [])),
         "positives": {s: sum(r.parallelizable for r in recs) for s, recs in result.splits.items()},
         "by_language": table(lambda r: r.language),
         "by_category": table(lambda r: r.category if r.parallelizable else "(not parallelizable)"),

@@ -239,7 +239,9 @@ def _template_pattern(placeholders: tuple[str, ...], max_chars: int) -> str:
     return f"^{text}(?:{'|'.join(alternatives)}){text}$"
 
 
-def output_json_schema(max_chars: int = 4096, max_items: int = 64, max_n: int = 1000) -> dict[str, Any]:
+def output_json_schema(
+    max_chars: int = 4096, max_items: int = 64, max_n: int = 1000, *, parallel_only: bool = False
+) -> dict[str, Any]:
     """JSON Schema of the decomposer's output (the fields in DECOMPOSITION_FIELDS).
 
     Five variants: serial (all nulls); parallel over data items or n times, each with
@@ -248,7 +250,8 @@ def output_json_schema(max_chars: int = 4096, max_items: int = 64, max_n: int = 
     regex enforces rule 5 (each placeholder exactly once, none other, literal braces
     doubled); strings, lists and n are bounded so that any output, even a random
     model's, ends. What JSON Schema cannot express (context and items found in the
-    prompt) is checked after decoding with `check_record`.
+    prompt) is checked after decoding with `check_record`. `parallel_only` drops the
+    serial variant: the grammar of a decomposition once the model has decided to split.
     """
     null = {"type": "null"}
     category = {"type": "string", "enum": list(CATEGORIES)}
@@ -280,5 +283,6 @@ def output_json_schema(max_chars: int = 4096, max_items: int = 64, max_n: int = 
         )
 
     serial = variant({"parallelizable": {"const": False}, **{f: null for f in DECOMPOSITION_FIELDS[1:]}})
-    variants = [serial] + [parallel(d, c) for d in (True, False) for c in (False, True)]
+    variants = [] if parallel_only else [serial]
+    variants += [parallel(d, c) for d in (True, False) for c in (False, True)]
     return {"title": "Decomposition", "anyOf": variants}

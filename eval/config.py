@@ -19,7 +19,9 @@ class DecomposerSpec(StrictModel):
     backend: Literal["gold", "rules", "hf", "vllm", "openai"]
     model: str = DEFAULT_DECOMPOSER
     adapter: str | None = None
-    fmt: Literal["anchor-v1", "json-v2"] | None = None  # default: the adapter's own, json-v2 without one
+    fmt: Literal["anchor-v2", "anchor-v1", "json-v2"] | None = None  # default: the adapter's own, json-v2 without one
+    gate: bool = True  # decide after one prefill (model backends); False: decode the whole output
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)  # default: the adapter's calibrated one
     max_new_tokens: int = Field(default=512, ge=16)
     base_url: str = "http://127.0.0.1:8000/v1"  # openai backend
 

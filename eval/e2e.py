@@ -125,7 +125,7 @@ def make_decomposer(spec: DecomposerSpec):
 
     options: dict[str, Any] = {"max_new_tokens": spec.max_new_tokens}
     if spec.backend != "rules":
-        options.update(model=spec.model, adapter=spec.adapter)
+        options.update(model=spec.model, adapter=spec.adapter, gate=spec.gate, threshold=spec.threshold)
         if not spec.adapter:
             options["fmt"] = spec.fmt or "json-v2"  # an untrained model gets the verbatim contract
     if spec.backend == "openai":

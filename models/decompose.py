@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=512)
     parser.add_argument("--no-constrain", action="store_true", help="decode without the grammar (for comparison)")
+    parser.add_argument(
+        "--threshold", type=float, help="split when P(parallelizable) >= this (default: the adapter's calibrated one)"
+    )
+    parser.add_argument(
+        "--no-gate", action="store_true", help="decode the whole output instead of deciding after one prefill"
+    )
     parser.add_argument("--base-url", default="http://127.0.0.1:8000/v1", help="openai backend: server URL")
     parser.add_argument("--concurrency", type=int, default=8, help="openai backend: requests in flight")
     parser.add_argument("--max-model-len", type=int, default=4096, help="hf/vllm: prompt + output token limit")
@@ -116,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         "constrained": not args.no_constrain,
         "max_new_tokens": args.max_new_tokens,
     }
+    if args.backend != "rules":
+        options.update(gate=not args.no_gate, threshold=args.threshold)
     if args.backend == "openai":
         options.update(base_url=args.base_url, concurrency=args.concurrency)
     else:
@@ -139,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\nsub-prompts:")
         for i, sub in enumerate(render_subprompts(result.record), 1):
             print(f"  [{i}] {sub}")
-    print(f"\n{result.generated_tokens} tokens in {result.seconds:.1f} s ({decomposer.backend} backend)")
+    gate = f", P(parallelizable) {result.p_parallel:.3f}" if result.p_parallel is not None else ""
+    print(f"\n{result.generated_tokens} tokens in {result.seconds:.1f} s ({decomposer.backend} backend{gate})")
     return 0
 
 

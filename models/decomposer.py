@@ -12,6 +12,13 @@ With `constrained=True` (the default) every output parses and follows the JSON S
 What the schema cannot express (context and items found in the prompt) is checked after
 decoding; an output that fails it, or one cut by the token budget, falls back to
 "run the prompt serially" with the reason recorded. Bad prompts raise `PromptError`.
+
+The decision gate (`gate=True`, the default for model backends): one prefill of the chat
+prompt plus the output's opening `{"parallelizable":` gives the probability of `true`
+(`p_parallel`). Below `threshold` the prompt is serial and nothing is decoded; above it
+the decomposition is decoded under the parallel-only grammar. The threshold is the one
+calibrated on the validation split for a target precision and stored with the adapter
+(`decomposer_calibration.json`, written by `python -m eval.calibrate`), else 0.5.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_prep.formatting import adapter_format, parse_completion, prompt_messages
+from data_prep.formatting import DECISION_PREFIX, adapter_format, decision_tokens, parse_completion, prompt_messages
 from data_prep.langid import detect_record_language
 from data_prep.schema import Record, errors, output_json_schema, parse_record
+from models.calibration import DEFAULT_THRESHOLD, read_calibration, two_way_probability
 
 BACKENDS = ("hf", "vllm", "openai", "rules")
 
@@ -52,11 +60,13 @@ class Decomposition:
     generated_tokens: int
     seconds: float  # this prompt's share of the wall time of the batch it was decoded in
     token_ids: list[int] = field(default_factory=list)
+    p_parallel: float | None = None  # the gate's P("parallelizable": true); None without a gate
 
     def to_json(self) -> dict[str, Any]:
         return {
             **self.record.model_dump(),
             "decomposer": {
+                "p_parallel": None if self.p_parallel is None else round(self.p_parallel, 5),
                 "fallback_reason": self.fallback_reason,
                 "valid_json": self.valid_json,
                 "generated_tokens": self.generated_tokens,
@@ -89,6 +99,12 @@ def check_prompt(prompt: object, where: str = "prompt") -> str:
     return prompt
 
 
+def serial_record(prompt: str, rid: str, language: str | None = None) -> Record:
+    """A record that says: run this prompt as it is. Its language is the instruction's (the data pipeline's rule)."""
+    language = language or detect_record_language({"prompt": prompt})
+    return Record(id=rid, source="decomposer", language=language, prompt=prompt, parallelizable=False)
+
+
 def to_record(
     raw: str, *, prompt: str, rid: str, complete: bool = True, language: str | None = None
 ) -> tuple[Record, bool, str | None]:
@@ -101,7 +117,7 @@ def to_record(
         parse_error = None
     # the same rule as the data pipeline: the language of the instruction (the template's own words if any)
     language = language or detect_record_language({"prompt": prompt, **fields})
-    serial = Record(id=rid, source="decomposer", language=language, prompt=prompt, parallelizable=False)
+    serial = serial_record(prompt, rid, language)
     if parse_error is not None:
         if not complete:
             parse_error = f"output cut at the token budget before it was complete ({parse_error})"
@@ -125,9 +141,16 @@ class Decomposer:
     max_new_tokens: int = 512
     max_prompt_tokens: int | None = None  # None: not checked here (the server checks)
     schema: dict[str, Any] = field(default_factory=output_json_schema)
+    gate: bool = False  # model backends: True (see the module docstring)
+    threshold: float | None = None  # None: the adapter's calibrated threshold, else DEFAULT_THRESHOLD
 
-    def _generate(self, prompts: list[str]) -> list[Generation]:
+    def _generate(self, prompts: list[str], schema: dict[str, Any] | None = None) -> list[Generation]:
+        """Greedy decoding of each prompt under `schema` (default `self.schema`)."""
         raise NotImplementedError
+
+    def decision_probs(self, prompts: list[str]) -> list[float]:
+        """P("parallelizable": true) for each prompt, from one prefill (the gate)."""
+        raise NotImplementedError(f"the {self.backend} backend has no decision gate")
 
     def prompt_tokens(self, prompt: str) -> int | None:
         return None
@@ -157,6 +180,9 @@ class Decomposer:
         results: list[Decomposition] = []
         for start in range(0, len(texts), batch_size):
             chunk, chunk_ids = texts[start : start + batch_size], ids[start : start + batch_size]
+            if self.gate:
+                results.extend(self._gated(chunk, chunk_ids))
+                continue
             began = time.perf_counter()
             gens = self._generate(chunk)
             share = (time.perf_counter() - began) / len(chunk)
@@ -164,6 +190,53 @@ class Decomposer:
                 rec, valid_json, reason = to_record(gen.text, prompt=prompt, rid=rid, complete=gen.complete)
                 results.append(Decomposition(rec, gen.text, valid_json, reason, gen.tokens, share, gen.token_ids))
         return results
+
+    def _gated(self, prompts: list[str], ids: list[str]) -> list[Decomposition]:
+        """Decide with one prefill; decode only the prompts at or above the threshold.
+        Each prompt's `seconds` is its share of the gate plus, for a split one, its share
+        of the decoding."""
+        threshold = DEFAULT_THRESHOLD if self.threshold is None else self.threshold
+        began = time.perf_counter()
+        probs = self.decision_probs(prompts)
+        gate_share = (time.perf_counter() - began) / len(prompts)
+        split = [i for i, p in enumerate(probs) if p >= threshold]
+        gens: dict[int, Generation] = {}
+        decode_share = 0.0
+        if split:
+            began = time.perf_counter()
+            out = self._generate([prompts[i] for i in split], self.parallel_schema)
+            decode_share = (time.perf_counter() - began) / len(split)
+            gens = dict(zip(split, out, strict=True))
+        results = []
+        for i, (prompt, rid, p) in enumerate(zip(prompts, ids, probs, strict=True)):
+            if i not in gens:  # decided serial: nothing was decoded
+                rec = serial_record(prompt, rid)
+                results.append(Decomposition(rec, f"{DECISION_PREFIX}false", True, None, 0, gate_share, [], p))
+                continue
+            gen = gens[i]
+            rec, valid_json, reason = to_record(gen.text, prompt=prompt, rid=rid, complete=gen.complete)
+            results.append(
+                Decomposition(
+                    rec, gen.text, valid_json, reason, gen.tokens, gate_share + decode_share, gen.token_ids, p
+                )
+            )
+        return results
+
+    @property
+    def parallel_schema(self) -> dict[str, Any]:
+        """The grammar once the gate said "split": the schema's parallel variants only."""
+        variants = [v for v in self.schema["anyOf"] if v["properties"]["parallelizable"].get("const") is True]
+        return {**self.schema, "anyOf": variants}
+
+    def _load_threshold(self, adapter: str | None) -> None:
+        if self.threshold is None:
+            try:
+                calibration = read_calibration(adapter)
+            except ValueError as err:
+                raise DecomposerError(str(err)) from None
+            self.threshold = float(calibration["threshold"]) if calibration else DEFAULT_THRESHOLD
+        elif not 0.0 <= self.threshold <= 1.0:
+            raise DecomposerError(f"threshold must be in [0, 1], not {self.threshold}")
 
 
 @dataclass(kw_only=True)
@@ -175,17 +248,32 @@ class LocalDecomposer(Decomposer):
     adapter: str | None = None
     dtype: str = "float32"
     max_model_len: int = 4096
+    gate: bool = True
 
     def _setup(self, backend: str) -> None:
         self.backend = backend
         check_adapter(self.adapter)
-        self.fmt = adapter_format(self.adapter) if self.adapter else self.fmt
+        try:
+            self.fmt = adapter_format(self.adapter) if self.adapter else self.fmt
+        except ValueError as err:
+            raise DecomposerError(str(err)) from None
         self.max_prompt_tokens = self.max_model_len - self.max_new_tokens
+        self._load_threshold(self.adapter)
 
     def prompt_ids(self, prompt: str) -> list[int]:
         return self.tokenizer.apply_chat_template(
             self.messages(prompt), add_generation_prompt=True, tokenize=True, return_dict=False
         )
+
+    def decision_ids(self, prompt: str) -> list[int]:
+        """The chat prompt followed by the output's forced opening `{"parallelizable":`."""
+        return self.prompt_ids(prompt) + self.decision.prefix_ids
+
+    @property
+    def decision(self):
+        if not hasattr(self, "_decision"):
+            self._decision = decision_tokens(self.tokenizer)
+        return self._decision
 
     def prompt_tokens(self, prompt: str) -> int:
         return len(self.prompt_ids(prompt))
@@ -210,7 +298,23 @@ class HFDecomposer(LocalDecomposer):
             self.hf_model = PeftModel.from_pretrained(self.hf_model, self.adapter)
         self.hf_model.eval()
 
-    def _generate(self, prompts: list[str]) -> list[Generation]:
+    def decision_probs(self, prompts: list[str]) -> list[float]:
+        import torch
+
+        rows = [self.decision_ids(p) for p in prompts]
+        width = max(map(len, rows))
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+        with torch.inference_mode():
+            logits = self.hf_model(
+                input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+            ).logits[:, -1, :]
+        pair = torch.log_softmax(logits.float(), -1)[:, [self.decision.true_id, self.decision.false_id]]
+        return [two_way_probability(float(t), float(f)) for t, f in pair]
+
+    def _generate(self, prompts: list[str], schema: dict[str, Any] | None = None) -> list[Generation]:
         import torch
         from transformers import LogitsProcessorList
 
@@ -227,7 +331,7 @@ class HFDecomposer(LocalDecomposer):
         processors = LogitsProcessorList()
         if self.constrained:
             vocab = self.hf_model.get_output_embeddings().weight.shape[0]
-            processors.append(GrammarLogitsProcessor(self.tokenizer, self.schema, vocab))
+            processors.append(GrammarLogitsProcessor(self.tokenizer, schema or self.schema, vocab))
         with torch.inference_mode():
             out = self.hf_model.generate(
                 **batch,

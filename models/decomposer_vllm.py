@@ -12,12 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from data_prep.formatting import adapter_format
-from models.decomposer import Decomposer, DecomposerError, Generation, LocalDecomposer, PromptError, check_adapter
+from data_prep.formatting import DECISION_PREFIX, adapter_format
+from models.calibration import two_way_probability
+from models.decomposer import (
+    Decomposer,
+    DecomposerError,
+    Generation,
+    LocalDecomposer,
+    PromptError,
+    check_adapter,
+)
 from models.serve import adapter_name
 from models.vllm_env import VLLMUnavailable, engine_kwargs, load_llm
 
 LORA_NAME = "decomposer"
+TOP_LOGPROBS = 20  # enough that both decision tokens are among them
 
 
 @dataclass(kw_only=True)
@@ -25,13 +34,17 @@ class VLLMDecomposer(LocalDecomposer):
     """In-process vLLM: one engine, the adapter as a `LoRARequest`, guided JSON."""
 
     kv_cache_gib: float = 2.0
+    prefix_caching: bool = True  # the gate's prefill is reused by the decoding that follows it
 
     def __post_init__(self) -> None:
         self._setup("vllm")
         adapters = [self.adapter] if self.adapter else None
         try:
             self.llm = load_llm(
-                self.model, kv_cache_gib=self.kv_cache_gib, **engine_kwargs(adapters, self.dtype, self.max_model_len)
+                self.model,
+                kv_cache_gib=self.kv_cache_gib,
+                enable_prefix_caching=self.prefix_caching,
+                **engine_kwargs(adapters, self.dtype, self.max_model_len),
             )
         except VLLMUnavailable as err:
             raise DecomposerError(str(err)) from None
@@ -40,16 +53,44 @@ class VLLMDecomposer(LocalDecomposer):
         self.tokenizer = self.llm.get_tokenizer()
         self.lora = LoRARequest(LORA_NAME, 1, str(Path(self.adapter).resolve())) if self.adapter else None
 
-    def sampling_params(self):
+    def sampling_params(self, schema: dict[str, Any] | None = None):
         from vllm import SamplingParams
         from vllm.sampling_params import StructuredOutputsParams
 
-        structured = StructuredOutputsParams(json=self.schema) if self.constrained else None
+        structured = StructuredOutputsParams(json=schema or self.schema) if self.constrained else None
         return SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens, structured_outputs=structured)
 
-    def _generate(self, prompts: list[str]) -> list[Generation]:
+    def decision_probs(self, prompts: list[str]) -> list[float]:
+        """One prefill per prompt (prefix caching shares it with the decoding that may
+        follow) and one sampled token restricted to true/false; the raw logprobs of both."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        d = self.decision
+        params = SamplingParams(
+            temperature=0.0, max_tokens=1, logprobs=TOP_LOGPROBS, allowed_token_ids=[d.true_id, d.false_id]
+        )
+        outs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=self.decision_ids(p)) for p in prompts],
+            params,
+            lora_request=self.lora,
+            use_tqdm=False,
+        )
+        probs = []
+        for out in outs:
+            top = out.outputs[0].logprobs[0]  # token id -> Logprob, raw (before the allowed-ids mask)
+            floor = min(lp.logprob for lp in top.values())  # a token outside the top-k is below them all
+            probs.append(
+                two_way_probability(
+                    top[d.true_id].logprob if d.true_id in top else floor,
+                    top[d.false_id].logprob if d.false_id in top else floor,
+                )
+            )
+        return probs
+
+    def _generate(self, prompts: list[str], schema: dict[str, Any] | None = None) -> list[Generation]:
         outs = self.llm.chat(
-            [self.messages(p) for p in prompts], self.sampling_params(), lora_request=self.lora, use_tqdm=False
+            [self.messages(p) for p in prompts], self.sampling_params(schema), lora_request=self.lora, use_tqdm=False
         )
         gens = []
         for out in outs:
@@ -73,6 +114,7 @@ class OpenAIDecomposer(Decomposer):
     api_key: str = "EMPTY"
     concurrency: int = 8
     timeout: float = 600.0
+    gate: bool = True
 
     def __post_init__(self) -> None:
         import openai
@@ -80,8 +122,12 @@ class OpenAIDecomposer(Decomposer):
         self.backend = "openai"
         if self.adapter:
             check_adapter(self.adapter)
-            self.fmt = adapter_format(self.adapter)
+            try:
+                self.fmt = adapter_format(self.adapter)
+            except ValueError as err:
+                raise DecomposerError(str(err)) from None
             self.model = adapter_name(self.adapter)  # the LoRA module name models.serve gives it
+        self._load_threshold(self.adapter)
         self.client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=2)
         try:
             served = [m.id for m in self.client.models.list().data]
@@ -92,7 +138,7 @@ class OpenAIDecomposer(Decomposer):
         if self.model not in served:
             raise DecomposerError(f"the server at {self.base_url} does not serve {self.model!r} (it serves {served})")
 
-    def request(self, prompt: str) -> dict[str, Any]:
+    def request(self, prompt: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": self.messages(prompt),
@@ -102,28 +148,56 @@ class OpenAIDecomposer(Decomposer):
         if self.constrained:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "decomposition", "schema": self.schema},
+                "json_schema": {"name": "decomposition", "schema": schema or self.schema},
             }
         return body
 
-    def _one(self, prompt: str) -> Generation:
+    def decision_request(self, prompt: str) -> dict[str, Any]:
+        """One token after the assistant turn's forced opening, with its top logprobs
+        (vLLM's `continue_final_message`: the prompt ends inside the assistant turn)."""
+        return {
+            "model": self.model,
+            "messages": [*self.messages(prompt), {"role": "assistant", "content": DECISION_PREFIX}],
+            "temperature": 0.0,
+            "max_tokens": 1,
+            "logprobs": True,
+            "top_logprobs": TOP_LOGPROBS,
+            "extra_body": {"continue_final_message": True, "add_generation_prompt": False},
+        }
+
+    def _call(self, body: dict[str, Any]):
         import openai
 
         try:
-            resp = self.client.chat.completions.create(**self.request(prompt))
+            return self.client.chat.completions.create(**body)
         except openai.BadRequestError as err:  # e.g. longer than the server's max_model_len
             raise PromptError(f"the server rejected the prompt: {_message(err)}") from None
         except openai.APIConnectionError:
             raise DecomposerError(f"lost the connection to the server at {self.base_url}") from None
         except openai.APIStatusError as err:  # 5xx after the client's retries
             raise DecomposerError(f"the server answered {err.status_code}: {_message(err)}") from None
+
+    def _decide(self, prompt: str) -> float:
+        content = self._call(self.decision_request(prompt)).choices[0].logprobs
+        if content is None or not content.content:
+            raise DecomposerError("the server returned no logprobs for the decision token")
+        top = {t.token.strip(): t.logprob for t in content.content[0].top_logprobs}
+        floor = min(top.values())
+        return two_way_probability(top.get("true", floor), top.get("false", floor))
+
+    def decision_probs(self, prompts: list[str]) -> list[float]:
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return list(pool.map(self._decide, prompts))
+
+    def _one(self, prompt: str, schema: dict[str, Any] | None = None) -> Generation:
+        resp = self._call(self.request(prompt, schema))
         choice = resp.choices[0]
         tokens = resp.usage.completion_tokens if resp.usage else 0
         return Generation(choice.message.content or "", tokens, choice.finish_reason == "stop")
 
-    def _generate(self, prompts: list[str]) -> list[Generation]:
+    def _generate(self, prompts: list[str], schema: dict[str, Any] | None = None) -> list[Generation]:
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return list(pool.map(self._one, prompts))
+            return list(pool.map(lambda p: self._one(p, schema), prompts))
 
 
 def _message(err: Exception) -> str:

@@ -147,7 +147,7 @@ class RuleDecomposer(Decomposer):
         self.backend = "rules"
         self.fmt = "json-v2"  # its output is verbatim JSON, parsed like a model's
 
-    def _generate(self, prompts: list[str]) -> list[Generation]:
+    def _generate(self, prompts: list[str], schema: dict[str, Any] | None = None) -> list[Generation]:
         out = []
         for prompt in prompts:
             fields = list_decomposition(prompt) or count_decomposition(prompt) or SERIAL

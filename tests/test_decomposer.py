@@ -169,8 +169,8 @@ def test_adapter_format_selects_the_system_prompt(trained, tiny_model_dir):
     adapter = trained[0] / "out"
     assert (adapter / FORMAT_FILE).is_file()  # written by train/sft.py from the data's system prompt
     decomposer = HFDecomposer(model=str(tiny_model_dir), adapter=str(adapter), max_new_tokens=8)
-    assert decomposer.fmt == adapter_format(adapter) == "anchor-v1"
-    assert decomposer.messages("x")[0]["content"] == FORMATS["anchor-v1"].system_prompt
+    assert decomposer.fmt == adapter_format(adapter) == "anchor-v2"
+    assert decomposer.messages("x")[0]["content"] == FORMATS["anchor-v2"].system_prompt
 
 
 def _cli(*args):

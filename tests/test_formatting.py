@@ -48,7 +48,7 @@ def test_format_of_messages_and_adapter_format(tmp_path):
     for name in FORMATS:
         assert format_of_messages(prompt_messages("hi", name)) == name
     assert format_of_messages([{"role": "system", "content": "custom"}]) is None
-    assert adapter_format(None) == "anchor-v1"
+    assert adapter_format(None) == "anchor-v2"
     assert adapter_format(tmp_path) == "json-v2"  # adapters from before the format file
     write_format_file(tmp_path, "anchor-v1")
     assert adapter_format(tmp_path) == "anchor-v1"

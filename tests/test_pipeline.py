@@ -83,8 +83,11 @@ def test_upstream_breakage_is_repaired_or_reported(built_default):
 def test_splits_are_stratified(built_default):
     _, result, summary = built_default
     sizes = summary["split_sizes"]
-    total = sum(sizes.values())
-    assert abs(sizes["train"] / total - 0.8) < 0.01 and abs(sizes["test"] / total - 0.1) < 0.01
+    extra = summary["train_only_records"]  # claude-authored-v2: train only, by the config
+    assert extra > 0 and all(r.source == "claude-authored-v2" for r in result.splits["train"][-extra:])
+    total = sum(sizes.values()) - extra
+    assert abs((sizes["train"] - extra) / total - 0.8) < 0.01 and abs(sizes["test"] / total - 0.1) < 0.01
+    assert not any(r.source == "claude-authored-v2" for s in ("validation", "test") for r in result.splits[s])
     # every language of the labelled set and every category reaches validation and test
     for split in ("validation", "test"):
         langs = {r.language for r in result.splits[split]}
@@ -92,6 +95,33 @@ def test_splits_are_stratified(built_default):
         assert {"en", "es", "zh", "ja", "ru", "de", "fr", "ko", "ar", "pt"} <= langs
         assert len(cats) == 8
         assert 0.3 < sum(r.parallelizable for r in result.splits[split]) / len(result.splits[split]) < 0.7
+
+
+def test_train_only_sources_never_reach_validation_or_test_and_lose_their_near_duplicates(tmp_path):
+    """The leakage check of extra training data: a train-only record that (nearly)
+    duplicates a split source's record is dropped, whichever order the config lists."""
+    from data_prep.config import load_data_config
+    from data_prep.pipeline import build
+
+    base = [json.loads(line) for line in (ROOT / "data/raw/labeled/claude_multilingual.jsonl").open()][:60]
+    (tmp_path / "main.jsonl").write_text("".join(json.dumps(r) + "\n" for r in base))
+    extra_dir = tmp_path / "extra"
+    extra_dir.mkdir()
+    copy = {**base[7], "id": "x-copy", "prompt": base[7]["prompt"] + " "}  # near-identical prompt
+    fresh = {**base[8], "id": "x-new", "prompt": "Wie spät ist es gerade in Tokio, und lohnt sich ein Anruf?"}
+    fresh.update(parallelizable=False, category=None, template=None, context=None, data=None, n=None, language="de")
+    (extra_dir / "de.jsonl").write_text(json.dumps(copy) + "\n" + json.dumps(fresh) + "\n")
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(
+        f"name: t\noutput_dir: {tmp_path / 'out'}\nsources:\n"
+        f"  - {{kind: schema_jsonl, path: {extra_dir}, train_only: true}}\n"  # listed first on purpose
+        f"  - {{kind: schema_jsonl, path: {tmp_path / 'main.jsonl'}}}\n"
+    )
+    result = build(load_data_config(cfg_path))
+    ids = {split: {r.id for r in recs} for split, recs in result.splits.items()}
+    assert "x-new" in ids["train"] and "x-copy" not in set().union(*ids.values())
+    assert any(d.id == "x-copy" and d.stage == "dedup" for d in result.dropped)
+    assert sum(map(len, ids.values())) == 61
 
 
 def test_stratified_split_deals_each_stratum_in_proportion():

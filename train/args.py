@@ -20,3 +20,24 @@ class DecomposerDataArguments:
     eval_split: str = field(default="validation")
     max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training examples."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on the first N examples."})
+    balance_positive_fraction: float | None = field(
+        default=None,
+        metadata={
+            "help": "Repeat training negatives (seeded draw) until positives are at most this fraction of the "
+            "training split (e.g. 0.5). Real traffic is ~10% positive; the labelled data is not."
+        },
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Stop after this many evaluations without improvement of metric_for_best_model "
+            "(needs load_best_model_at_end). None: train for the configured epochs / steps."
+        },
+    )
+    lora_first_layer: int | None = field(
+        default=None,
+        metadata={
+            "help": "Adapt only decoder layers >= this index (PEFT layers_to_transform): backward then stops "
+            "at that layer. None: every layer."
+        },
+    )

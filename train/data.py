@@ -6,6 +6,7 @@ would teach the model to stop mid-JSON without its end-of-turn token."""
 from __future__ import annotations
 
 import logging
+import random
 from pathlib import Path
 
 import datasets
@@ -40,7 +41,40 @@ def load_sft_dataset(dataset_path: str, data_config: str | None) -> datasets.Dat
     return dsd
 
 
-def select_split(dsd: datasets.DatasetDict, split: str, limit: int | None) -> datasets.Dataset:
+def balance_negatives(ds: datasets.Dataset, positive_fraction: float | None, seed: int) -> datasets.Dataset:
+    """Repeat negatives (a seeded draw without replacement first, then again) until the
+    positives are at most `positive_fraction` of the split; shuffled. None: as is."""
+    if positive_fraction is None:
+        return ds
+    if not 0.0 < positive_fraction < 1.0:
+        raise TrainDataError(f"balance_positive_fraction must be in (0, 1), not {positive_fraction}")
+    if "parallelizable" not in ds.column_names:
+        raise TrainDataError("balancing needs the `parallelizable` column; rebuild the data set with data_prep.build")
+    flags = ds["parallelizable"]
+    pos = [i for i, f in enumerate(flags) if f]
+    neg = [i for i, f in enumerate(flags) if not f]
+    want_neg = round(len(pos) * (1 - positive_fraction) / positive_fraction)
+    if not neg or want_neg <= len(neg):
+        return ds
+    rng = random.Random(seed)
+    extra: list[int] = []
+    while len(neg) + len(extra) < want_neg:
+        draw = neg[:]
+        rng.shuffle(draw)
+        extra.extend(draw[: want_neg - len(neg) - len(extra)])
+    order = pos + neg + extra
+    rng.shuffle(order)
+    logger.info("balanced: %d positives, %d negatives (%d repeated)", len(pos), len(neg) + len(extra), len(extra))
+    return ds.select(order)
+
+
+def select_split(
+    dsd: datasets.DatasetDict,
+    split: str,
+    limit: int | None,
+    positive_fraction: float | None = None,
+    seed: int = 42,
+) -> datasets.Dataset:
     if split not in dsd:
         raise TrainDataError(f"split {split!r} not in the data set (has {list(dsd)})")
     ds = dsd[split]
@@ -49,6 +83,7 @@ def select_split(dsd: datasets.DatasetDict, split: str, limit: int | None) -> da
         raise TrainDataError(f"split {split!r} lacks the columns {sorted(missing)}; rebuild it with data_prep.build")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
+    ds = balance_negatives(ds, positive_fraction, seed)
     return ds.select_columns(list(SFT_COLUMNS))
 
 

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 import transformers
-from transformers import AutoTokenizer, set_seed
+from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 
@@ -33,6 +33,7 @@ from data_prep.formatting import FORMAT_FILE, format_of_messages, write_format_f
 from models.registry import REGISTRY, resolve_model
 from train.args import DecomposerDataArguments
 from train.data import TrainDataError, drop_long, load_sft_dataset, select_split
+from train.gate_metrics import make_gate_metrics
 from train.hub import PushError, push_adapter
 from train.model_card import render_model_card
 from train.plots import plot_loss_curves
@@ -59,6 +60,20 @@ def check_args(training_args: SFTConfig, model_args: ModelConfig) -> None:
         raise ConfigError("lora_modules_to_save is not allowed: vLLM refuses adapters with modules_to_save")
     if training_args.push_to_hub and not training_args.hub_model_id:
         raise ConfigError("push_to_hub needs hub_model_id (e.g. your-org/decomposer-qwen2.5-0.5b-lora)")
+
+
+def peft_config(model_args: ModelConfig, data_args: DecomposerDataArguments):
+    """TRL's LoRA config from the YAML keys, restricted to the upper layers when asked."""
+    config = get_peft_config(model_args)
+    first = data_args.lora_first_layer
+    if first is not None and config is not None:
+        from transformers import AutoConfig
+
+        layers = AutoConfig.from_pretrained(resolve_model(model_args.model_name_or_path)).num_hidden_layers
+        if not 0 <= first < layers:
+            raise ConfigError(f"lora_first_layer must be in [0, {layers - 1}] for this model, not {first}")
+        config.layers_to_transform = list(range(first, layers))
+    return config
 
 
 def resume_checkpoint(training_args: SFTConfig) -> str | None:
@@ -97,7 +112,13 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
     # ---------------- data ----------------
     dsd = load_sft_dataset(data_args.dataset_path, data_args.data_config)
     train_ds = drop_long(
-        select_split(dsd, data_args.train_split, data_args.max_train_samples),
+        select_split(
+            dsd,
+            data_args.train_split,
+            data_args.max_train_samples,
+            data_args.balance_positive_fraction,
+            training_args.seed,
+        ),
         tokenizer,
         training_args.max_length,
         "train",
@@ -133,13 +154,27 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
     # create repos or push checkpoints on its own.
     push = training_args.push_to_hub
     training_args.push_to_hub = False
+    # The gate's precision/recall on the validation split at every evaluation, read off the
+    # evaluation pass itself (train.gate_metrics): the learning curve of the detector.
+    preprocess, compute = make_gate_metrics(tokenizer) if eval_ds is not None else (None, None)
+    callbacks = []
+    if data_args.early_stopping_patience:
+        if not training_args.load_best_model_at_end or not training_args.metric_for_best_model:
+            raise ConfigError(
+                "early_stopping_patience needs load_best_model_at_end: true and metric_for_best_model "
+                "(e.g. eval_gate_ap)"
+            )
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
     trainer = SFTTrainer(
         model=model_path,
         args=training_args,
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
+        peft_config=peft_config(model_args, data_args),
+        compute_metrics=compute,
+        preprocess_logits_for_metrics=preprocess,
+        callbacks=callbacks,
     )
 
     # ---------------- train ----------------
