@@ -18,6 +18,7 @@ import json
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -99,6 +100,50 @@ def render(name: str, data: str, target: float, chosen: OperatingPoint, met: boo
     return "\n".join(lines) + "\n"
 
 
+CARD_START, CARD_END = "<!-- decision-gate -->", "<!-- /decision-gate -->"
+
+
+def learning_curve(adapter: Path) -> list[dict[str, Any]]:
+    """The gate's validation metrics at each evaluation of the training run (trainer_state.json)."""
+    state = adapter / "trainer_state.json"
+    if not state.is_file():
+        return []
+    history = json.loads(state.read_text(encoding="utf-8"))["log_history"]
+    return [e for e in history if "eval_gate_f1" in e]
+
+
+def card_section(adapter: Path, report_md: str) -> str:
+    lines = [CARD_START, "## Decision gate", ""]
+    curve = learning_curve(adapter)
+    if curve:
+        lines += [
+            "Validation learning curve (every evaluation of the training run; threshold 0.5 unless said):",
+            "",
+            "| step | parallelizable F1 | precision | recall | average precision | recall at precision 0.95 |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {e['step']} | {e['eval_gate_f1']:.3f} | {e['eval_gate_precision']:.3f} | {e['eval_gate_recall']:.3f} | "
+            f"{e['eval_gate_ap']:.3f} | {e['eval_gate_recall_at_target']:.3f} |"
+            for e in curve
+        ]
+        lines += ["", "![learning curve](loss_curves.png)", ""]
+    body = report_md.split("\n", 2)[2] if report_md.startswith("# ") else report_md  # without its title
+    lines += ["Calibration (`python -m eval.calibrate`), stored in `decomposer_calibration.json`:", "", body.strip()]
+    lines += ["", "![precision / recall](pr_curve.png)", "", CARD_END]
+    return "\n".join(lines) + "\n"
+
+
+def update_card(adapter: Path, report_md: str) -> None:
+    """Write (or replace) the decision-gate section of the adapter's model card."""
+    card = adapter / "README.md"
+    text = card.read_text(encoding="utf-8") if card.is_file() else ""
+    if CARD_START in text and CARD_END in text:
+        head, rest = text.split(CARD_START, 1)
+        text = head + rest.split(CARD_END, 1)[1].lstrip("\n")
+    atomic_write_text(card, text.rstrip("\n") + "\n\n" + card_section(adapter, report_md))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", help="LoRA adapter folder (omit for the untrained base: report only)")
@@ -148,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         ]
         atomic_write_text(out / "calibration_scores.jsonl", "".join(json.dumps(s) + "\n" for s in scores))
         plot_pr(labels, probs, chosen, out / "pr_curve.png", f"gate on {data.stem}: {Path(args.adapter).name}")
-        print(f"wrote {out}/decomposer_calibration.json, calibration.md, pr_curve.png")
+        update_card(out, report)
+        print(f"wrote {out}/decomposer_calibration.json, calibration.md, pr_curve.png; model card updated")
     return 0
 
 

@@ -2,7 +2,7 @@
 structured outputs on the guidance backend; the CPU fixes of `models.vllm_env` applied.
 
     python -m models.serve start --model qwen2.5-coder-0.5b-instruct \\
-        --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v1
+        --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v2
     python -m models.serve status
     python -m models.serve stop
 

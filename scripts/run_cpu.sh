@@ -2,8 +2,8 @@
 # The whole pipeline on a CPU machine, offline, on the default model and data:
 # set up .venv, fetch + verify + convert the default decomposer base model,
 # validate the labelled data, build the SFT data set, train a short LoRA run
-# (12 optimizer steps), decompose an example prompt with the new adapter, then with
-# the committed 60-step adapter, and run the smoke end-to-end evaluation
+# (6 optimizer steps of 4 examples), decompose an example prompt with the new adapter, then
+# with the committed adapter (gated at its calibrated threshold), and run the smoke end-to-end evaluation
 # (configs/eval/smoke.yaml: oracle + regex decomposers, 4 test prompts, executor, judge).
 #
 #   bash scripts/run_cpu.sh
@@ -34,8 +34,8 @@ $py -m models.decompose --model qwen2.5-coder-0.5b-instruct --adapter outputs/ad
 1. The meeting starts at nine.
 2. Please bring your laptop.
 3. Lunch will be provided."
-echo "== 6/7 the same prompt with the committed 60-step adapter (compact format, grammar-constrained, transformers backend)"
-$py -m models.decompose --model qwen2.5-coder-0.5b-instruct --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v1 \
+echo "== 6/7 the same prompt with the committed adapter (decision gate at its calibrated threshold, then the grammar; transformers backend)"
+$py -m models.decompose --model qwen2.5-coder-0.5b-instruct --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v2 \
     --prompt "Translate these sentences into French:
 1. The meeting starts at nine.
 2. Please bring your laptop.

@@ -172,6 +172,7 @@ def write_config(path, tiny_model_dir, dataset_path, output_dir, **overrides):
         "output_dir": str(output_dir),
         "report_to": "none",
         "use_cpu": True,
+        "bf16": False,  # TRL's default turns bf16 autocast on; this CPU has no fast bf16 GEMM
         "seed": 0,
         "max_steps": 2,
     }

@@ -75,7 +75,7 @@ def test_bad_outputs_fall_back_to_serial_with_reason(raw, reason):
 
 
 def test_tiny_model_batch_always_yields_valid_records(tiny_model_dir):
-    decomposer = HFDecomposer(model=str(tiny_model_dir), max_new_tokens=24)
+    decomposer = HFDecomposer(model=str(tiny_model_dir), max_new_tokens=24, gate=False)
     prompts = [PROMPT, "hi", "Give me 5 slogans for a bakery called Crumb, each under 6 words."]
     results = decomposer.decompose(prompts, ["a", "b", "c"], batch_size=2)
     assert [r.record.id for r in results] == ["a", "b", "c"]
@@ -100,7 +100,7 @@ def test_random_weight_models_only_produce_schema_valid_json(arch, request, labe
     model_dir = request.getfixturevalue(arch)
     rows = labelled_rows[:: max(1, len(labelled_rows) // 48)][:48]
     constrained = HFDecomposer(
-        model=str(model_dir), schema=output_json_schema(**SMALL_SCHEMA), max_new_tokens=SMALL_BUDGET
+        model=str(model_dir), schema=output_json_schema(**SMALL_SCHEMA), max_new_tokens=SMALL_BUDGET, gate=False
     )
     results = constrained.decompose([r["prompt"] for r in rows], [r["id"] for r in rows], batch_size=16)
     for row, r in zip(rows, results, strict=True):
@@ -114,7 +114,7 @@ def test_random_weight_models_only_produce_schema_valid_json(arch, request, labe
 
 def test_without_the_grammar_a_random_model_writes_invalid_json(tiny_model_dir, labelled_rows):
     rows = labelled_rows[:8]
-    free = HFDecomposer(model=str(tiny_model_dir), constrained=False, max_new_tokens=48)
+    free = HFDecomposer(model=str(tiny_model_dir), constrained=False, max_new_tokens=48, gate=False)
     results = free.decompose([r["prompt"] for r in rows], batch_size=8)
     assert sum(r.valid_json for r in results) < len(rows)
     assert all(errors(check_record(r.record)) == [] for r in results)  # still a serial record each
@@ -129,7 +129,10 @@ def test_untrained_base_model_only_produces_schema_valid_json(labelled_rows):
         r for r in labelled_rows if not r["parallelizable"]
     ][:2]
     base = HFDecomposer(
-        model="qwen2.5-coder-0.5b-instruct", schema=output_json_schema(**SMALL_SCHEMA), max_new_tokens=SMALL_BUDGET
+        model="qwen2.5-coder-0.5b-instruct",
+        schema=output_json_schema(**SMALL_SCHEMA),
+        max_new_tokens=SMALL_BUDGET,
+        gate=False,
     )
     results = base.decompose([r["prompt"] for r in rows], [r["id"] for r in rows], batch_size=6)
     for row, r in zip(rows, results, strict=True):

@@ -31,8 +31,9 @@ from data_prep.schema import output_json_schema
 from models.decomposer_vllm import VLLMDecomposer
 model, adapter, prompts, schema, budget = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
 d = VLLMDecomposer(model=model, adapter=adapter, schema=output_json_schema(**schema), max_new_tokens=budget,
-                   max_model_len=2048, kv_cache_gib=1)
+                   max_model_len=2048, kv_cache_gib=1, gate=False)
 print("OUT:" + json.dumps([[r.token_ids, r.raw, r.record.model_dump()] for r in d.decompose(prompts)]))
+print("GATE:" + json.dumps(d.decision_probs(prompts)))
 """
 
 
@@ -55,11 +56,18 @@ def test_vllm_and_transformers_give_the_same_constrained_greedy_tokens(trained, 
     assert proc.returncode == 0, proc.stderr[-3000:]
     vllm_out = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("OUT:"))[4:])
     hf = HFDecomposer(
-        model=str(tiny_model_dir), adapter=adapter, schema=output_json_schema(**SCHEMA), max_new_tokens=BUDGET
+        model=str(tiny_model_dir),
+        adapter=adapter,
+        schema=output_json_schema(**SCHEMA),
+        max_new_tokens=BUDGET,
+        gate=False,
     )
     for (v_ids, v_raw, v_rec), h in zip(vllm_out, hf.decompose(prompts, batch_size=1), strict=True):
         assert v_ids == h.token_ids and v_raw == h.raw
         assert v_rec == h.record.model_dump() and errors(check_record(v_rec)) == []
+    # the gate: vLLM's raw logprobs of true/false give the probability transformers computes
+    vllm_gate = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("GATE:"))[5:])
+    assert vllm_gate == pytest.approx(hf.decision_probs(prompts), abs=1e-3)
 
 
 def _free_port() -> int:
@@ -140,8 +148,12 @@ def test_openai_backend_matches_transformers_and_survives_load(server, tiny_mode
     hf = HFDecomposer(
         model=str(tiny_model_dir), adapter=adapter, schema=output_json_schema(**SCHEMA), max_new_tokens=BUDGET
     )
+    # the gate over HTTP (the assistant turn continued after its opening) = transformers' probability
+    assert client.decision_probs(prompts) == pytest.approx(hf.decision_probs(prompts), abs=1e-3)
+    client.gate = hf.gate = False  # the whole output under the grammar: the same text
     for served, local in zip(client.decompose(prompts), hf.decompose(prompts, batch_size=1), strict=True):
         assert served.raw == local.raw and served.record == local.record
+    client.gate = True
 
     result = run_load_test(client, _prompts(labelled_rows, 16), requests=64, concurrency=8)
     assert result["failed"] == 0 and result["requests"] == 64, result["failures"]

@@ -102,3 +102,27 @@ def test_training_and_inference_read_the_same_minimal_prompt(trained, tiny_model
             HFDecomposer(model=str(tiny_model_dir), adapter=str(adapter))
     finally:
         (adapter / FORMAT_FILE).write_text(json.dumps(recorded))
+
+
+def test_calibrate_cli_stores_the_threshold_and_the_card_section(trained, tiny_model_dir, built_default, tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained[0] / "out", adapter)
+    cmd = [sys.executable, "-m", "eval.calibrate", "--adapter", str(adapter), "--model", str(tiny_model_dir)]
+    cmd += ["--data", str(built_default[0] / "validation.jsonl"), "--target-precision", "0.6"]
+    for _ in range(2):  # a rerun replaces the card's section, it does not add a second one
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((adapter / CALIBRATION_FILE).read_text())
+    assert 0.0 <= meta["threshold"] <= 1.0 and meta["target_precision"] == 0.6 and meta["examples"] == 132
+    assert (adapter / "pr_curve.png").is_file() and "by language" in (adapter / "calibration.md").read_text()
+    card = (adapter / "README.md").read_text()
+    assert card.count("<!-- decision-gate -->") == 1 and "## Decision gate" in card
+    assert HFDecomposer(model=str(tiny_model_dir), adapter=str(adapter)).threshold == meta["threshold"]
+    bad = subprocess.run(cmd[:-2] + ["--target-precision", "1.5"], capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2 and "--target-precision must be in" in bad.stderr

@@ -179,3 +179,25 @@ def test_push_to_hub_from_the_training_script(tmp_path, tiny_model_dir, built_de
     assert [c[0] for c in FakeHfApi.calls] == ["create_repo", "upload_folder"]
     assert FakeHfApi.calls[1][2] == str(tmp_path / "out")
     assert "me/decomposer-tiny" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_gate_metrics_are_logged_at_each_evaluation(tmp_path, tiny_model_dir, built_default):
+    """The detector's learning curve: eval_gate_* on the validation completions cut after
+    the decision token, at every evaluation, and the second panel of the loss plot."""
+    config = write_config(
+        tmp_path / "gate.yaml",
+        tiny_model_dir,
+        built_default[0] / "sft",
+        tmp_path / "out",
+        eval_gate_only=True,
+        max_eval_samples=8,
+        lora_first_layer=1,
+    )
+    proc = run_sft(config)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    evals = [e for e in state["log_history"] if "eval_gate_f1" in e]
+    assert [e["step"] for e in evals] == [2]
+    assert 0.0 <= evals[0]["eval_gate_ap"] <= 1.0 and 0.0 <= evals[0]["eval_gate_precision"] <= 1.0
+    adapter_cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
+    assert adapter_cfg["layers_to_transform"] == [1]  # the tiny model's upper layer only

@@ -34,6 +34,21 @@ class DecomposerDataArguments:
             "(needs load_best_model_at_end). None: train for the configured epochs / steps."
         },
     )
+    eval_gate_only: bool = field(
+        default=False,
+        metadata={
+            "help": "Evaluate on the validation completions cut right after the decision token: the gate "
+            "metrics (eval_gate_*) on the whole split at a fraction of the cost; eval_loss then covers "
+            "only the opening tokens."
+        },
+    )
+    train_source_caps: str | None = field(
+        default=None,
+        metadata={
+            "help": "Use at most N training examples of a source (seeded draw), e.g. "
+            "'parallelprompt-synthetic=60,parallelprompt-lmsys=60': fewer long English positives."
+        },
+    )
     lora_first_layer: int | None = field(
         default=None,
         metadata={

@@ -68,12 +68,57 @@ def balance_negatives(ds: datasets.Dataset, positive_fraction: float | None, see
     return ds.select(order)
 
 
+def parse_source_caps(text: str | None) -> dict[str, int]:
+    caps: dict[str, int] = {}
+    for part in filter(None, (text or "").split(",")):
+        name, sep, value = part.strip().partition("=")
+        if not sep or not name or not value.isdigit():
+            raise TrainDataError(f"train_source_caps: expected SOURCE=N[,SOURCE=N...], got {part!r}")
+        caps[name] = int(value)
+    return caps
+
+
+def cap_sources(ds: datasets.Dataset, caps: dict[str, int], seed: int) -> datasets.Dataset:
+    """At most caps[source] examples of each capped source (a seeded draw); order kept."""
+    if not caps:
+        return ds
+    if "source" not in ds.column_names:
+        raise TrainDataError("train_source_caps needs the `source` column; rebuild the data set with data_prep.build")
+    unknown = set(caps) - set(ds["source"])
+    if unknown:
+        raise TrainDataError(f"train_source_caps names sources not in the split: {sorted(unknown)}")
+    rng = random.Random(seed)
+    by_source: dict[str, list[int]] = {}
+    for i, src in enumerate(ds["source"]):
+        by_source.setdefault(src, []).append(i)
+    keep: list[int] = []
+    for src, idx in by_source.items():
+        keep += sorted(rng.sample(idx, caps[src])) if src in caps and caps[src] < len(idx) else idx
+    logger.info("source caps %s: %d of %d examples kept", caps, len(keep), len(ds))
+    return ds.select(sorted(keep))
+
+
+def cut_after_decision(ds: datasets.Dataset) -> datasets.Dataset:
+    """Completions cut right after `{"parallelizable":true|false`: what the gate reads."""
+    from data_prep.formatting import DECISION_PREFIX
+
+    def cut(example: dict) -> dict:
+        text = example["completion"][0]["content"]
+        if not text.startswith(DECISION_PREFIX):
+            raise TrainDataError(f"a completion does not open with {DECISION_PREFIX!r}: {text[:40]!r}")
+        end = len(DECISION_PREFIX) + (4 if text[len(DECISION_PREFIX) :].startswith("true") else 5)
+        return {"completion": [{**example["completion"][0], "content": text[:end]}]}
+
+    return ds.map(cut, desc="cut after the decision")
+
+
 def select_split(
     dsd: datasets.DatasetDict,
     split: str,
     limit: int | None,
     positive_fraction: float | None = None,
     seed: int = 42,
+    source_caps: dict[str, int] | None = None,
 ) -> datasets.Dataset:
     if split not in dsd:
         raise TrainDataError(f"split {split!r} not in the data set (has {list(dsd)})")
@@ -83,6 +128,7 @@ def select_split(
         raise TrainDataError(f"split {split!r} lacks the columns {sorted(missing)}; rebuild it with data_prep.build")
     if limit is not None:
         ds = ds.select(range(min(limit, len(ds))))
+    ds = cap_sources(ds, source_caps or {}, seed)
     ds = balance_negatives(ds, positive_fraction, seed)
     return ds.select_columns(list(SFT_COLUMNS))
 

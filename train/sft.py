@@ -32,7 +32,14 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, 
 from data_prep.formatting import FORMAT_FILE, format_of_messages, write_format_file
 from models.registry import REGISTRY, resolve_model
 from train.args import DecomposerDataArguments
-from train.data import TrainDataError, drop_long, load_sft_dataset, select_split
+from train.data import (
+    TrainDataError,
+    cut_after_decision,
+    drop_long,
+    load_sft_dataset,
+    parse_source_caps,
+    select_split,
+)
 from train.gate_metrics import make_gate_metrics
 from train.hub import PushError, push_adapter
 from train.model_card import render_model_card
@@ -45,8 +52,28 @@ class ConfigError(ValueError):
     pass
 
 
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 matmuls natively (oneDNN with AVX-512 BF16 or AMX)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        try:
+            flags = open("/proc/cpuinfo").read()
+        except OSError:
+            return False
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def check_args(training_args: SFTConfig, model_args: ModelConfig) -> None:
     import torch
+
+    if training_args.bf16 and not torch.cuda.is_available() and not cpu_has_fast_bf16():
+        # TRL's SFTConfig turns bf16 autocast on by default; without native bf16 matmuls a CPU
+        # runs them ~100x slower than fp32 (measured: artifacts/bench/training/speed.md)
+        logger.warning("bf16 autocast requested, but this CPU has no native bf16 matmul: training in fp32")
+        training_args.bf16 = False
 
     if model_args.load_in_4bit or model_args.load_in_8bit:
         if not torch.cuda.is_available():
@@ -118,6 +145,7 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
             data_args.max_train_samples,
             data_args.balance_positive_fraction,
             training_args.seed,
+            parse_source_caps(data_args.train_source_caps),
         ),
         tokenizer,
         training_args.max_length,
@@ -131,6 +159,8 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
             training_args.max_length,
             data_args.eval_split,
         )
+        if data_args.eval_gate_only:
+            eval_ds = cut_after_decision(eval_ds)
     logger.info("train %d examples, eval %s", len(train_ds), len(eval_ds) if eval_ds is not None else "-")
     output_format = format_of_messages(train_ds[0]["prompt"]) if len(train_ds) else None
     if output_format is None:
