@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.jsonl_io import atomic_write_text, read_jsonl_repairing, sidecar
-from eval.decomposition import evaluate_predictions, load_records
+from eval.decomposition import COLUMNS, evaluate_predictions, load_records
 from eval.e2e import load_split
 from eval.report import machine_description
+from models.calibration import DEFAULT_THRESHOLD, average_precision, point, read_calibration
 
 TARGETS = {  # the decomposer issue's test-split targets
     "schema_valid": 1.0,
@@ -76,22 +77,29 @@ def latency(meta_path: Path, gold: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def gate_points(meta_path: Path, gold: dict[str, Any], threshold: float | None) -> dict[str, Any] | None:
+    """The gate's precision / recall / F1 at 0.5 and at the threshold used, and the average
+    precision, from the P(parallelizable) recorded per prompt (None without a gate)."""
+    rows = [r for r in read_jsonl_repairing(meta_path) if r["id"] in gold and r.get("p_parallel") is not None]
+    if not rows:
+        return None
+    labels = [bool(gold[r["id"]]["parallelizable"]) for r in rows]
+    probs = [float(r["p_parallel"]) for r in rows]
+    out: dict[str, Any] = {"average_precision": round(average_precision(labels, probs), 4)}
+    for name, t in (("at_0.5", 0.5), ("at_threshold", threshold)):
+        if t is not None:
+            op = point(labels, probs, t)
+            out[name] = {"threshold": t, "precision": op.precision, "recall": op.recall, "f1": op.f1}
+    return out
+
+
 def fmt(v: Any) -> str:
     return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
 def report(result: dict[str, Any]) -> str:
     names = list(result["decomposers"])
-    cols = [
-        ("schema_valid", "valid"),
-        ("parallelizable_precision", "par P"),
-        ("parallelizable_recall", "par R"),
-        ("parallelizable_f1", "par F1"),
-        ("category_accuracy", "cat acc"),
-        ("item_f1", "item F1"),
-        ("exact_n", "exact n"),
-        ("template_chrf", "tmpl chrF"),
-    ]
+    cols = [c for c in COLUMNS if c[0] not in ("count", "template_valid", "context_exact")]
     lines = [
         f"# Decomposers on `{result['split']}` ({result['count']} prompts, {result['gold_positives']} parallelizable)",
         "",
@@ -111,36 +119,39 @@ def report(result: dict[str, Any]) -> str:
         "Targets: " + ", ".join(f"{k} >= {v}" for k, v in TARGETS.items()) + ", every language F1 >= 0.85.",
         "",
     ]
-    langs = sorted(next(iter(result["decomposers"].values()))["by_language"])
-    lines += [
-        "## Parallelizable F1 by language",
-        "",
-        "| decomposer | " + " | ".join(langs) + " |",
-        "|---|" + "---:|" * len(langs),
-    ]
-    for n in names:
-        by = result["decomposers"][n]["by_language"]
-        lines.append(f"| {n} | " + " | ".join(fmt(by[lang]["parallelizable_f1"]) for lang in langs) + " |")
-    cats = sorted(next(iter(result["decomposers"].values()))["by_category"])
-    lines += [
-        "",
-        "## Recall (or, for the serial group, accuracy) by gold category",
-        "",
-        "| decomposer | " + " | ".join(cats) + " |",
-        "|---|" + "---:|" * len(cats),
-    ]
-    for n in names:
-        by = result["decomposers"][n]["by_category"]
-        lines.append(
-            f"| {n} | "
-            + " | ".join(
-                fmt(by[c]["parallelizable_recall"] if by[c]["gold_positives"] else by[c]["parallelizable_accuracy"])
-                for c in cats
+
+    def group_table(title: str, split: str, value) -> list[str]:
+        groups = sorted(next(iter(result["decomposers"].values()))[split])
+        rows = [f"## {title}", "", "| decomposer | " + " | ".join(groups) + " |", "|---|" + "---:|" * len(groups)]
+        for n in names:
+            by = result["decomposers"][n][split]
+            rows.append(f"| {n} | " + " | ".join(fmt(value(by[g])) for g in groups) + " |")
+        return rows + [""]
+
+    lines += group_table("Parallelizable F1 by language", "by_language", lambda m: m["parallelizable_f1"])
+    lines += group_table(
+        "Recall (for the serial group: accuracy) by gold category",
+        "by_category",
+        lambda m: m["parallelizable_recall"] if m["gold_positives"] else m["parallelizable_accuracy"],
+    )
+    gated = [n for n in names if result["decomposers"][n].get("gate")]
+    if gated:
+        lines += [
+            "## The gate's operating points (from each prompt's recorded P(parallelizable))",
+            "",
+            "| decomposer | average precision | threshold | P | R | F1 | at 0.5: P | R | F1 |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for n in gated:
+            g = result["decomposers"][n]["gate"]
+            t, h = g.get("at_threshold", {}), g["at_0.5"]
+            lines.append(
+                f"| {n} | {g['average_precision']:.3f} | {fmt(t.get('threshold'))} | {fmt(t.get('precision'))} | "
+                f"{fmt(t.get('recall'))} | {fmt(t.get('f1'))} | {h['precision']:.3f} | {h['recall']:.3f} | "
+                f"{h['f1']:.3f} |"
             )
-            + " |"
-        )
+        lines.append("")
     lines += [
-        "",
         "## Decomposer cost per prompt (batched quality run; seconds are each prompt's share of its batch)",
         "",
         "| decomposer | gold negatives: s | decode tokens (mean / max) | gold positives: s | decode tokens (mean / max) |",
@@ -223,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 if backend != "rules":
                     options.setdefault("model", "qwen2.5-coder-0.5b-instruct")
                 decomposer = load_decomposer(backend, max_new_tokens=args.max_new_tokens, **options)
+                options["threshold"] = decomposer.threshold if decomposer.gate else None
                 run_file(decomposer, items, pred, args.batch_size)
             except (DecomposerError, PromptError) as err:
                 print(f"error: {name}: {err}", file=sys.stderr)
@@ -231,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
             gc.collect()
         metrics = evaluate_predictions(load_records(pred), gold)
         metrics["latency"] = latency(sidecar(pred, "meta"), gold)
+        if "threshold" not in options and options.get("gate", True) and backend != "rules":  # a resumed run
+            calibration = read_calibration(options.get("adapter"))
+            options["threshold"] = calibration["threshold"] if calibration else DEFAULT_THRESHOLD
+        metrics["gate"] = gate_points(sidecar(pred, "meta"), gold, options.get("threshold"))
         metrics["options"] = {"backend": backend, **options}
         result["decomposers"][name] = metrics
     atomic_write_text(args.out / "results.json", json.dumps(result, indent=2, ensure_ascii=False) + "\n")

@@ -2,7 +2,7 @@
 # The whole pipeline on a CPU machine, offline, on the default model and data:
 # set up .venv, fetch + verify + convert the default decomposer base model,
 # validate the labelled data, build the SFT data set, train a short LoRA run
-# (6 optimizer steps of 4 examples), decompose an example prompt with the new adapter, then
+# (4 optimizer steps of 4 examples), decompose an example prompt with the new adapter, then
 # with the committed adapter (gated at its calibrated threshold), and run the smoke end-to-end evaluation
 # (configs/eval/smoke.yaml: oracle + regex decomposers, 4 test prompts, executor, judge).
 #
