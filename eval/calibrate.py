@@ -43,6 +43,24 @@ def score(decomposer, records: list[Record], batch_size: int = 8) -> list[float]
     return probs
 
 
+def scores_from_training(path: Path, records: list[Record]) -> list[float]:
+    """The probabilities a training run's gate evaluation wrote, matched to `records` by
+    prompt; ValueError when a record has no score or a label disagrees."""
+    by_prompt = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        by_prompt[row["prompt"]] = row
+    probs = []
+    for r in records:
+        row = by_prompt.get(r.prompt)
+        if row is None:
+            raise ValueError(f"{path}: no score for record {r.id} (was the run evaluated on this split?)")
+        if bool(row["label"]) != r.parallelizable:
+            raise ValueError(f"{path}: the label of record {r.id} disagrees with {r.id}'s gold label")
+        probs.append(float(row["p"]))
+    return probs
+
+
 def by_language(records: list[Record], probs: list[float], threshold: float) -> dict[str, OperatingPoint]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
@@ -153,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--no-write", action="store_true", help="report only; leave the adapter folder as it is")
+    parser.add_argument(
+        "--scores",
+        type=Path,
+        help="reuse the gate scores of the training run's last gate evaluation "
+        "(<adapter>/gate_scores/step-N.jsonl, the same prefill) instead of scoring the split again",
+    )
     args = parser.parse_args(argv)
     if not 0.0 < args.target_precision <= 1.0:
         parser.error("--target-precision must be in (0, 1]")
@@ -162,12 +186,19 @@ def main(argv: list[str] | None = None) -> int:
     records = [Record.model_validate_json(line) for line in data.read_text(encoding="utf-8").splitlines() if line]
     if not any(r.parallelizable for r in records) or all(r.parallelizable for r in records):
         parser.error(f"{data} needs both parallelizable and serial records to calibrate on")
-    try:
-        decomposer = load_decomposer(args.backend, model=args.model, adapter=args.adapter)
-    except DecomposerError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    probs = score(decomposer, records, args.batch_size)
+    if args.scores:
+        try:
+            probs = scores_from_training(args.scores, records)
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    else:
+        try:
+            decomposer = load_decomposer(args.backend, model=args.model, adapter=args.adapter)
+        except DecomposerError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        probs = score(decomposer, records, args.batch_size)
     labels = [r.parallelizable for r in records]
     chosen, met = choose_threshold(labels, probs, args.target_precision)
     ap = average_precision(labels, probs)

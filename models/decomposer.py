@@ -299,20 +299,8 @@ class HFDecomposer(LocalDecomposer):
         self.hf_model.eval()
 
     def decision_probs(self, prompts: list[str]) -> list[float]:
-        import torch
-
         rows = [self.decision_ids(p) for p in prompts]
-        width = max(map(len, rows))
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
-        with torch.inference_mode():
-            logits = self.hf_model(
-                input_ids=input_ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
-            ).logits[:, -1, :]
-        pair = torch.log_softmax(logits.float(), -1)[:, [self.decision.true_id, self.decision.false_id]]
-        return [two_way_probability(float(t), float(f)) for t, f in pair]
+        return prefill_decision_probs(self.hf_model, rows, self.tokenizer.pad_token_id, self.decision)
 
     def _generate(self, prompts: list[str], schema: dict[str, Any] | None = None) -> list[Generation]:
         import torch
@@ -349,6 +337,28 @@ class HFDecomposer(LocalDecomposer):
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
             gens.append(Generation(text, n, ended, row[:n]))
         return gens
+
+
+def prefill_decision_probs(model, rows: list[list[int]], pad_id: int, decision) -> list[float]:
+    """P(true) over {true, false} after each row of token ids (chat prompt + decision
+    prefix): one left-padded forward with positions that ignore the padding, the logits
+    of the last position only. Shared by the hf backend and training's gate evaluation."""
+    import torch
+
+    width = max(map(len, rows))
+    input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        logits = model(
+            input_ids=input_ids.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            logits_to_keep=1,
+        ).logits[:, -1, :]
+    pair = torch.log_softmax(logits.float(), -1)[:, [decision.true_id, decision.false_id]]
+    return [two_way_probability(float(t), float(f)) for t, f in pair.cpu()]
 
 
 def check_adapter(adapter: str | None) -> None:

@@ -181,23 +181,34 @@ def test_push_to_hub_from_the_training_script(tmp_path, tiny_model_dir, built_de
     assert "me/decomposer-tiny" in (tmp_path / "out" / "README.md").read_text()
 
 
-def test_gate_metrics_are_logged_at_each_evaluation(tmp_path, tiny_model_dir, built_default):
-    """The detector's learning curve: eval_gate_* on the validation completions cut after
-    the decision token, at every evaluation, and the second panel of the loss plot."""
+def test_gate_metrics_are_logged_at_each_gate_evaluation(tmp_path, tiny_model_dir, built_default):
+    """The detector's learning curve: eval_gate_* on the eval split every gate_eval_steps
+    and at the last step, the per-prompt scores written, the train metrics left alone."""
+    from models.decomposer import HFDecomposer
+
     config = write_config(
         tmp_path / "gate.yaml",
         tiny_model_dir,
         built_default[0] / "sft",
         tmp_path / "out",
-        eval_gate_only=True,
+        eval_strategy="no",
+        gate_eval_steps=2,
+        max_steps=3,
         max_eval_samples=8,
         lora_first_layer=1,
     )
     proc = run_sft(config)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    out = tmp_path / "out"
+    state = json.loads((out / "trainer_state.json").read_text())
     evals = [e for e in state["log_history"] if "eval_gate_f1" in e]
-    assert [e["step"] for e in evals] == [2]
+    assert [e["step"] for e in evals] == [2, 3]
     assert 0.0 <= evals[0]["eval_gate_ap"] <= 1.0 and 0.0 <= evals[0]["eval_gate_precision"] <= 1.0
+    assert all("mean_token_accuracy" in e for e in state["log_history"] if "loss" in e)
+    scores = [json.loads(line) for line in (out / "gate_scores" / "step-3.jsonl").read_text().splitlines()]
+    assert 0 < len(scores) <= 8 and all(0.0 < s["p"] < 1.0 for s in scores)  # long ones dropped (max_length)
+    # the final scores are the hf backend's gate on the same prompts with the trained adapter
+    hf = HFDecomposer(model=str(tiny_model_dir), adapter=str(out))
+    assert hf.decision_probs([s["prompt"] for s in scores]) == pytest.approx([s["p"] for s in scores], abs=1e-4)
     adapter_cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert adapter_cfg["layers_to_transform"] == [1]  # the tiny model's upper layer only

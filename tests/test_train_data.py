@@ -1,4 +1,4 @@
-"""Training-data selection: source caps, negative balancing, the gate's cut evaluation set."""
+"""Training-data selection: source caps and negative balancing."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import datasets
 import pytest
 
 from data_prep.formatting import DECISION_PREFIX
-from train.data import TrainDataError, balance_negatives, cap_sources, cut_after_decision, parse_source_caps
+from train.data import TrainDataError, balance_negatives, cap_sources, parse_source_caps
 
 
 def _ds(rows):
@@ -46,8 +46,3 @@ def test_balancing_repeats_negatives_up_to_the_fraction():
     assert balance_negatives(ds, None, 0) is ds
     with pytest.raises(TrainDataError, match="in \\(0, 1\\)"):
         balance_negatives(ds, 1.5, 0)
-
-
-def test_cut_after_decision_keeps_only_the_opening():
-    out = cut_after_decision(_ds([("a", True), ("a", False)]))
-    assert [c[0]["content"] for c in out["completion"]] == [DECISION_PREFIX + "true", DECISION_PREFIX + "false"]

@@ -27,20 +27,16 @@ class DecomposerDataArguments:
             "training split (e.g. 0.5). Real traffic is ~10% positive; the labelled data is not."
         },
     )
-    early_stopping_patience: int | None = field(
+    gate_eval_steps: int | None = field(
         default=None,
         metadata={
-            "help": "Stop after this many evaluations without improvement of metric_for_best_model "
-            "(needs load_best_model_at_end). None: train for the configured epochs / steps."
+            "help": "Every N optimizer steps (and at the last), the decision gate's precision / recall on the "
+            "whole eval split (train.gate_metrics): one prefill per prompt, logged as eval_gate_*."
         },
     )
-    eval_gate_only: bool = field(
-        default=False,
-        metadata={
-            "help": "Evaluate on the validation completions cut right after the decision token: the gate "
-            "metrics (eval_gate_*) on the whole split at a fraction of the cost; eval_loss then covers "
-            "only the opening tokens."
-        },
+    gate_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop when the gate's validation average precision has not risen for N gate evaluations."},
     )
     train_source_caps: str | None = field(
         default=None,

@@ -98,20 +98,6 @@ def cap_sources(ds: datasets.Dataset, caps: dict[str, int], seed: int) -> datase
     return ds.select(sorted(keep))
 
 
-def cut_after_decision(ds: datasets.Dataset) -> datasets.Dataset:
-    """Completions cut right after `{"parallelizable":true|false`: what the gate reads."""
-    from data_prep.formatting import DECISION_PREFIX
-
-    def cut(example: dict) -> dict:
-        text = example["completion"][0]["content"]
-        if not text.startswith(DECISION_PREFIX):
-            raise TrainDataError(f"a completion does not open with {DECISION_PREFIX!r}: {text[:40]!r}")
-        end = len(DECISION_PREFIX) + (4 if text[len(DECISION_PREFIX) :].startswith("true") else 5)
-        return {"completion": [{**example["completion"][0], "content": text[:end]}]}
-
-    return ds.map(cut, desc="cut after the decision")
-
-
 def select_split(
     dsd: datasets.DatasetDict,
     split: str,

@@ -1,86 +1,110 @@
-"""Validation metrics of the decision gate, computed inside the Trainer's evaluation.
+"""The decision gate's learning curve: its validation precision / recall during training.
 
-The evaluation pass already runs every validation example teacher-forced; the logit
-that predicts the completion's decision token (`true` / `false` right after
-`{"parallelizable":`) is exactly what the decomposer's gate reads at inference. So
-`preprocess_logits_for_metrics` keeps only that pair per example, and `compute_metrics`
-turns them into parallelizable precision / recall / F1 (at 0.5 and at the target
-precision) and average precision: the learning curve of the detector, at no extra
-forward pass. Logged as `eval_gate_*`; `eval_gate_ap` can drive early stopping.
+Every `every` optimizer steps (and at the last step) `GateEvaluation` runs what the
+decomposer's gate runs at inference on every validation prompt: one prefill of the chat
+prompt plus `{"parallelizable":`, the last position's logits only
+(`models.decomposer.prefill_decision_probs`), batched by length. It logs
+`eval_gate_{ap,precision,recall,f1,recall_at_target,threshold_at_target}` through the
+Trainer (so wandb and the loss plot see them) and writes each prompt's probability to
+`<output_dir>/gate_scores/step-N.jsonl`, which `python -m eval.calibrate --scores` can
+reuse instead of scoring the split again. The Trainer's own evaluation (teacher-forced
+full logits: TRL's fused LM head recomputes them with a second forward) costs several
+times more on a CPU, so the recipes run this one instead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
+from typing import Any
 
-import torch
+from transformers import TrainerCallback
 
-from data_prep.formatting import DecisionTokens, decision_tokens
+from data_prep.formatting import DECISION_PREFIX, decision_tokens
 from models.calibration import (
     DEFAULT_TARGET_PRECISION,
     DEFAULT_THRESHOLD,
     average_precision,
     choose_threshold,
     point,
-    two_way_probability,
 )
 
-IGNORE = -100
 logger = logging.getLogger(__name__)
 
 
-def decision_rows(logits: torch.Tensor, labels: torch.Tensor, d: DecisionTokens) -> torch.Tensor:
-    """Per example: (logprob of true, logprob of false, label 1/0), or NaNs when the
-    completion does not open with the decision prefix (e.g. a custom format)."""
-    k = len(d.prefix_ids)
-    prefix = torch.tensor(d.prefix_ids, device=labels.device)
-    rows = []
-    for b in range(labels.shape[0]):
-        where = (labels[b] != IGNORE).nonzero()
-        if len(where) == 0:
-            rows.append([float("nan")] * 3)
-            continue
-        c0 = int(where[0])
-        j = c0 + k  # the decision token's index; the logit at j - 1 predicts it
-        if j >= labels.shape[1] or not torch.equal(labels[b, c0:j], prefix):
-            rows.append([float("nan")] * 3)
-            continue
-        lp = logits[b, j - 1].float().log_softmax(-1)
-        token = int(labels[b, j])
-        rows.append([float(lp[d.true_id]), float(lp[d.false_id]), float(token == d.true_id)])
-    return torch.tensor(rows)
+def gate_metrics(labels: list[bool], probs: list[float], target: float = DEFAULT_TARGET_PRECISION) -> dict[str, float]:
+    at_half = point(labels, probs, DEFAULT_THRESHOLD)
+    chosen, met = choose_threshold(labels, probs, target)
+    return {
+        "eval_gate_ap": average_precision(labels, probs),
+        "eval_gate_precision": at_half.precision,
+        "eval_gate_recall": at_half.recall,
+        "eval_gate_f1": at_half.f1,
+        "eval_gate_recall_at_target": chosen.recall if met else 0.0,
+        "eval_gate_threshold_at_target": chosen.threshold,
+    }
 
 
-def make_gate_metrics(tokenizer, target_precision: float = DEFAULT_TARGET_PRECISION):
-    """(preprocess_logits_for_metrics, compute_metrics) for a Trainer; (None, None) for a
-    tokenizer without single decision tokens (the gate cannot be read from it)."""
-    try:
-        d = decision_tokens(tokenizer)
-    except ValueError as err:
-        logger.warning("no gate metrics: %s", err)
-        return None, None
+class GateEvaluation(TrainerCallback):
+    """Set `trainer` after building the Trainer (the metrics are logged through it)."""
 
-    def preprocess(logits, labels):
-        if isinstance(logits, tuple):
-            logits = logits[0]
-        return decision_rows(logits, labels, d)
+    def __init__(
+        self, tokenizer, examples, every: int, output_dir: str, batch_size: int = 8, patience: int | None = None
+    ):
+        self.decision = decision_tokens(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.every, self.batch_size, self.patience = every, batch_size, patience
+        self.best, self.since_best = -1.0, 0
+        self.out = Path(output_dir) / "gate_scores"
+        self.rows, self.labels = [], []
+        for ex in examples:
+            ids = tokenizer.apply_chat_template(
+                ex["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+            self.rows.append(list(ids) + self.decision.prefix_ids)
+            self.labels.append(ex["completion"][0]["content"].startswith(DECISION_PREFIX + "true"))
+        self.prompts = [ex["prompt"][-1]["content"] for ex in examples]
+        self.trainer = None
 
-    def compute(eval_pred) -> dict[str, float]:
-        rows = torch.as_tensor(eval_pred.predictions).reshape(-1, 3)
-        rows = rows[~torch.isnan(rows).any(-1)]
-        if len(rows) == 0:
-            return {}
-        labels = [bool(y) for y in rows[:, 2].tolist()]
-        probs = [two_way_probability(t, f) for t, f in rows[:, :2].tolist()]
-        at_half = point(labels, probs, DEFAULT_THRESHOLD)
-        chosen, met = choose_threshold(labels, probs, target_precision)
-        return {
-            "gate_ap": average_precision(labels, probs),
-            "gate_precision": at_half.precision,
-            "gate_recall": at_half.recall,
-            "gate_f1": at_half.f1,
-            "gate_recall_at_target": chosen.recall if met else 0.0,
-            "gate_threshold_at_target": chosen.threshold,
-        }
+    def scores(self, model) -> list[float]:
+        from models.decomposer import prefill_decision_probs
 
-    return preprocess, compute
+        order = sorted(range(len(self.rows)), key=lambda i: len(self.rows[i]))  # little padding per batch
+        probs: dict[int, float] = {}
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            for i, p in zip(
+                idx, prefill_decision_probs(model, [self.rows[i] for i in idx], self.pad_id, self.decision), strict=True
+            ):
+                probs[i] = p
+        return [probs[i] for i in range(len(self.rows))]
+
+    def evaluate(self, model, step: int) -> dict[str, Any]:
+        was_training = model.training
+        model.eval()
+        try:
+            probs = self.scores(model)
+            metrics = gate_metrics(self.labels, probs)
+            if self.trainer is not None:  # in eval mode: TRL's log() then leaves the training metrics alone
+                self.trainer.log(metrics)
+        finally:
+            model.train(was_training)
+        self.out.mkdir(parents=True, exist_ok=True)
+        rows = [
+            {"prompt": q, "label": y, "p": round(p, 6)}
+            for q, y, p in zip(self.prompts, self.labels, probs, strict=True)
+        ]
+        (self.out / f"step-{step}.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        logger.info("gate at step %d: %s", step, {k: round(v, 4) for k, v in metrics.items()})
+        return metrics
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if model is None or (state.global_step % self.every and state.global_step != state.max_steps):
+            return control
+        ap = self.evaluate(model, state.global_step)["eval_gate_ap"]
+        self.best, self.since_best = (ap, 0) if ap > self.best else (self.best, self.since_best + 1)
+        if self.patience and self.since_best >= self.patience:  # validation AP stopped rising
+            logger.info("gate AP has not improved for %d evaluations: stopping", self.patience)
+            control.should_training_stop = True
+        return control

@@ -25,22 +25,15 @@ import sys
 from pathlib import Path
 
 import transformers
-from transformers import AutoTokenizer, EarlyStoppingCallback, set_seed
+from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 
 from data_prep.formatting import FORMAT_FILE, format_of_messages, write_format_file
 from models.registry import REGISTRY, resolve_model
 from train.args import DecomposerDataArguments
-from train.data import (
-    TrainDataError,
-    cut_after_decision,
-    drop_long,
-    load_sft_dataset,
-    parse_source_caps,
-    select_split,
-)
-from train.gate_metrics import make_gate_metrics
+from train.data import TrainDataError, drop_long, load_sft_dataset, parse_source_caps, select_split
+from train.gate_metrics import GateEvaluation
 from train.hub import PushError, push_adapter
 from train.model_card import render_model_card
 from train.plots import plot_loss_curves
@@ -152,15 +145,13 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
         "train",
     )
     eval_ds = None
-    if training_args.eval_strategy != "no":
+    if training_args.eval_strategy != "no" or data_args.gate_eval_steps:
         eval_ds = drop_long(
             select_split(dsd, data_args.eval_split, data_args.max_eval_samples),
             tokenizer,
             training_args.max_length,
             data_args.eval_split,
         )
-        if data_args.eval_gate_only:
-            eval_ds = cut_after_decision(eval_ds)
     logger.info("train %d examples, eval %s", len(train_ds), len(eval_ds) if eval_ds is not None else "-")
     output_format = format_of_messages(train_ds[0]["prompt"]) if len(train_ds) else None
     if output_format is None:
@@ -184,28 +175,24 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
     # create repos or push checkpoints on its own.
     push = training_args.push_to_hub
     training_args.push_to_hub = False
-    # The gate's precision/recall on the validation split at every evaluation, read off the
-    # evaluation pass itself (train.gate_metrics): the learning curve of the detector.
-    preprocess, compute = make_gate_metrics(tokenizer) if eval_ds is not None else (None, None)
-    callbacks = []
-    if data_args.early_stopping_patience:
-        if not training_args.load_best_model_at_end or not training_args.metric_for_best_model:
-            raise ConfigError(
-                "early_stopping_patience needs load_best_model_at_end: true and metric_for_best_model "
-                "(e.g. eval_gate_ap)"
-            )
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=data_args.early_stopping_patience))
+    # The gate's precision/recall on the eval split every gate_eval_steps (train.gate_metrics):
+    # the learning curve of the detector, at one prefill per prompt.
+    gate = None
+    if data_args.gate_eval_steps:
+        gate = GateEvaluation(
+            tokenizer, eval_ds, data_args.gate_eval_steps, training_args.output_dir, patience=data_args.gate_patience
+        )
     trainer = SFTTrainer(
         model=model_path,
         args=training_args,
         train_dataset=train_ds,
-        eval_dataset=eval_ds,
         processing_class=tokenizer,
         peft_config=peft_config(model_args, data_args),
-        compute_metrics=compute,
-        preprocess_logits_for_metrics=preprocess,
-        callbacks=callbacks,
+        eval_dataset=eval_ds if training_args.eval_strategy != "no" else None,
+        callbacks=[gate] if gate else None,
     )
+    if gate:
+        gate.trainer = trainer
 
     # ---------------- train ----------------
     train_result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -216,7 +203,7 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
     trainer.save_state()
 
     # ---------------- eval ----------------
-    if eval_ds is not None:
+    if eval_ds is not None and training_args.eval_strategy != "no":
         last = trainer.state.log_history[-2:] if trainer.state.log_history else []
         done = [e for e in last if "eval_loss" in e and e.get("step") == trainer.state.global_step]
         eval_metrics = dict(done[0]) if done else trainer.evaluate()  # no second pass over the same step
