@@ -212,3 +212,20 @@ def test_gate_metrics_are_logged_at_each_gate_evaluation(tmp_path, tiny_model_di
     assert hf.decision_probs([s["prompt"] for s in scores]) == pytest.approx([s["p"] for s in scores], abs=1e-4)
     adapter_cfg = json.loads((tmp_path / "out" / "adapter_config.json").read_text())
     assert adapter_cfg["layers_to_transform"] == [1]  # the tiny model's upper layer only
+
+
+def test_bf16_autocast_only_where_the_cpu_has_native_bf16(tmp_path):
+    """TRL turns bf16 autocast on by default; a CPU without native bf16 matmuls runs them
+    ~100x slower, so check_args falls back to fp32 there, mixed precision included."""
+    import torch
+    from trl import ModelConfig, SFTConfig
+
+    from train.sft import check_args, cpu_has_fast_bf16
+
+    args = SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=True, report_to="none")
+    assert args.mixed_precision == "bf16"
+    check_args(args, ModelConfig(use_peft=True))
+    if torch.cuda.is_available() or cpu_has_fast_bf16():
+        assert args.bf16 and args.mixed_precision == "bf16"
+    else:
+        assert not args.bf16 and args.mixed_precision == "no"

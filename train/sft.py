@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def check_args(training_args: SFTConfig, model_args: ModelConfig) -> None:
         # runs them ~100x slower than fp32 (measured: artifacts/bench/training/speed.md)
         logger.warning("bf16 autocast requested, but this CPU has no native bf16 matmul: training in fp32")
         training_args.bf16 = False
+        training_args.mixed_precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")  # set from bf16 at parse
+        if training_args.mixed_precision == "bf16":
+            training_args.mixed_precision = "no"
 
     if model_args.load_in_4bit or model_args.load_in_8bit:
         if not torch.cuda.is_available():
