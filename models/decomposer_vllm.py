@@ -26,7 +26,6 @@ from models.serve import adapter_name
 from models.vllm_env import VLLMUnavailable, engine_kwargs, load_llm
 
 LORA_NAME = "decomposer"
-TOP_LOGPROBS = 20  # enough that both decision tokens are among them
 
 
 @dataclass(kw_only=True)
@@ -62,14 +61,12 @@ class VLLMDecomposer(LocalDecomposer):
 
     def decision_probs(self, prompts: list[str]) -> list[float]:
         """One prefill per prompt (prefix caching shares it with the decoding that may
-        follow) and one sampled token restricted to true/false; the raw logprobs of both."""
+        follow) and one token, with the raw logprobs of exactly the two decision tokens."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         d = self.decision
-        params = SamplingParams(
-            temperature=0.0, max_tokens=1, logprobs=TOP_LOGPROBS, allowed_token_ids=[d.true_id, d.false_id]
-        )
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=[d.true_id, d.false_id])
         outs = self.llm.generate(
             [TokensPrompt(prompt_token_ids=self.decision_ids(p)) for p in prompts],
             params,
@@ -78,14 +75,8 @@ class VLLMDecomposer(LocalDecomposer):
         )
         probs = []
         for out in outs:
-            top = out.outputs[0].logprobs[0]  # token id -> Logprob, raw (before the allowed-ids mask)
-            floor = min(lp.logprob for lp in top.values())  # a token outside the top-k is below them all
-            probs.append(
-                two_way_probability(
-                    top[d.true_id].logprob if d.true_id in top else floor,
-                    top[d.false_id].logprob if d.false_id in top else floor,
-                )
-            )
+            top = out.outputs[0].logprobs[0]  # token id -> Logprob, raw (before any processing)
+            probs.append(two_way_probability(top[d.true_id].logprob, top[d.false_id].logprob))
         return probs
 
     def _generate(self, prompts: list[str], schema: dict[str, Any] | None = None) -> list[Generation]:
@@ -152,17 +143,48 @@ class OpenAIDecomposer(Decomposer):
             }
         return body
 
+    def decision_token_ids(self) -> list[int]:
+        """The ids of `true` and `false` after the decision prefix, from the server's own
+        tokenizer (vLLM's /tokenize), asked once."""
+        if not hasattr(self, "_decision_ids"):
+            import httpx
+
+            root = self.base_url.rstrip("/").removesuffix("/v1")
+
+            def tokens(text: str) -> list[int]:
+                body = {"model": self.model, "prompt": text, "add_special_tokens": False}
+                try:
+                    resp = httpx.post(f"{root}/tokenize", json=body, timeout=self.timeout)
+                    resp.raise_for_status()
+                except httpx.HTTPError as err:
+                    raise DecomposerError(f"the server at {root} cannot tokenize for the gate: {err}") from None
+                return resp.json()["tokens"]
+
+            prefix = tokens(DECISION_PREFIX)
+            ids = []
+            for word in ("true", "false"):
+                whole = tokens(f"{DECISION_PREFIX}{word},")
+                if whole[: len(prefix)] != prefix or len(whole) <= len(prefix):
+                    raise DecomposerError(f"the server's tokenizer merges {DECISION_PREFIX!r} with {word!r}")
+                ids.append(whole[len(prefix)])
+            self._decision_ids = ids
+        return self._decision_ids
+
     def decision_request(self, prompt: str) -> dict[str, Any]:
-        """One token after the assistant turn's forced opening, with its top logprobs
-        (vLLM's `continue_final_message`: the prompt ends inside the assistant turn)."""
+        """One token after the assistant turn's forced opening, with the logprobs of
+        exactly the two decision tokens (vLLM's `continue_final_message` and
+        `logprob_token_ids`: the prompt ends inside the assistant turn)."""
         return {
             "model": self.model,
             "messages": [*self.messages(prompt), {"role": "assistant", "content": DECISION_PREFIX}],
             "temperature": 0.0,
             "max_tokens": 1,
             "logprobs": True,
-            "top_logprobs": TOP_LOGPROBS,
-            "extra_body": {"continue_final_message": True, "add_generation_prompt": False},
+            "extra_body": {
+                "continue_final_message": True,
+                "add_generation_prompt": False,
+                "logprob_token_ids": self.decision_token_ids(),
+            },
         }
 
     def _call(self, body: dict[str, Any]):
@@ -182,8 +204,9 @@ class OpenAIDecomposer(Decomposer):
         if content is None or not content.content:
             raise DecomposerError("the server returned no logprobs for the decision token")
         top = {t.token.strip(): t.logprob for t in content.content[0].top_logprobs}
-        floor = min(top.values())
-        return two_way_probability(top.get("true", floor), top.get("false", floor))
+        if "true" not in top or "false" not in top:
+            raise DecomposerError(f"the server returned no logprobs for true/false at the decision (got {sorted(top)})")
+        return two_way_probability(top["true"], top["false"])
 
     def decision_probs(self, prompts: list[str]) -> list[float]:
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:

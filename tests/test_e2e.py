@@ -256,8 +256,11 @@ def test_e2e_on_vllm_matches_the_executor_and_judges_with_vllm(tmp_path, tiny_mo
     def rows(name, key):
         return {r[key]: r for r in map(json.loads, (answers / name).read_text().splitlines())}
 
-    assert {k: r["texts"] for k, r in rows("vllm.serial.jsonl", "id").items()} == {
-        k: r["texts"] for k, r in rows("executor.serial.jsonl", "id").items()
+    def texts(r):  # an answer cut by the budget mid-character: the two detokenizers may keep a U+FFFD or not
+        return [t.rstrip("\ufffd") for t in r["texts"]]
+
+    assert {k: texts(r) for k, r in rows("vllm.serial.jsonl", "id").items()} == {
+        k: texts(r) for k, r in rows("executor.serial.jsonl", "id").items()
     }
     executor, vllm = rows("executor.parallel.jsonl", "key"), rows("vllm.parallel.jsonl", "key")
     greedy = [k for k, r in executor.items() if not r["sampled"]]
