@@ -1,6 +1,6 @@
 """Teacher clients for labelling: Claude through the Anthropic API (forced tool use) and
 any OpenAI-compatible server (JSON-schema response format), e.g. a larger local model
-under `vllm serve` (`python -m models.serve start --model ...`).
+under `vllm serve` (`python -m models.serving.server start --model ...`).
 
 Both return the teacher's JSON text and token usage, and sort failures into transient
 ones (429, 5xx, 529 overloaded, timeouts, lost connections: retry with backoff, honouring

@@ -9,7 +9,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from data_prep.config import StrictModel, load_yaml_config
-from models.registry import DEFAULT_DECOMPOSER, DEFAULT_JUDGE
+from models.pipeline.config import AnswerConfig
+from models.weights.registry import DEFAULT_DECOMPOSER, DEFAULT_JUDGE
 
 
 class DecomposerSpec(StrictModel):
@@ -32,24 +33,6 @@ class DecomposerSpec(StrictModel):
         return self
 
 
-class AnswerConfig(StrictModel):
-    """The answer model, the same for serial and parallel runs."""
-
-    model: str = DEFAULT_DECOMPOSER
-    system_prompt: str = "You are a helpful assistant."
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    serial_max_new_tokens: int = Field(default=512, ge=1)
-    branch_max_new_tokens: int = Field(default=256, ge=1)
-    temperature: float = Field(default=0.7, gt=0.0)  # repeated generation (n identical sub-prompts) only
-    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
-    seed: int = 0
-    max_model_len: int = Field(default=4096, ge=256)
-    kv_cache_gib: float = Field(default=2.0, gt=0.0)
-    # a decomposition with more sub-prompts runs serially (counted as such): a decomposer that
-    # says n=800 for "write a few slogans" must not cost 800 branches
-    max_branches: int = Field(default=64, ge=2)
-
-
 class JudgeConfig(StrictModel):
     model: str = DEFAULT_JUDGE
     backend: Literal["vllm", "hf"] = "vllm"
@@ -70,7 +53,7 @@ class E2EConfig(StrictModel):
     seed: int = 0
     quality_batch_size: int = Field(default=8, ge=1)  # decomposition quality runs the whole split, batched
     decomposers: list[DecomposerSpec] = Field(min_length=1)
-    backends: list[Literal["executor", "vllm"]] = Field(default=["executor", "vllm"], min_length=1)
+    engines: list[Literal["executor", "vllm"]] = Field(default=["executor", "vllm"], min_length=1)
     answer: AnswerConfig = AnswerConfig()
     judge: JudgeConfig | None = JudgeConfig()  # null: no judged quality
 
@@ -79,8 +62,8 @@ class E2EConfig(StrictModel):
         names = [d.name for d in self.decomposers]
         if len(set(names)) != len(names):
             raise ValueError(f"decomposer names must be unique: {names}")
-        if self.judge is not None and self.judge.answers_from not in self.backends:
-            raise ValueError(f"judge.answers_from {self.judge.answers_from!r} is not in backends {self.backends}")
+        if self.judge is not None and self.judge.answers_from not in self.engines:
+            raise ValueError(f"judge.answers_from {self.judge.answers_from!r} is not in engines {self.engines}")
         return self
 
 

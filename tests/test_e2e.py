@@ -14,11 +14,11 @@ from conftest import ROOT
 
 from data_prep.config import ConfigError
 from data_prep.schema import Record, check_record, errors
-from eval.answer import reassemble
 from eval.config import load_e2e_config
-from eval.e2e import select_subset
-from eval.judge import debiased, judge_messages, preference
+from eval.e2e.judge import debiased, judge_messages, preference
+from eval.e2e.run import select_subset
 from models.decomposer import load_decomposer
+from models.pipeline.answer import reassemble
 
 
 def _rec(prompt: str, **fields) -> Record:
@@ -97,7 +97,8 @@ def test_the_subset_covers_every_category_and_is_fixed_by_the_seed(labelled_rows
 
 def test_a_decomposition_over_the_branch_limit_runs_serially():
     from eval.config import E2EConfig
-    from eval.e2e import parallel_jobs, runs_parallel
+    from eval.e2e.run import parallel_jobs
+    from eval.e2e.workdir import runs_parallel
 
     cfg = E2EConfig(
         name="t", split="s", work_dir="w", decomposers=[{"name": "g", "backend": "gold"}], answer={"max_branches": 4}
@@ -114,7 +115,7 @@ def test_bad_configs_name_the_problem(tmp_path):
     for change, words in (
         ({"limt": 3}, "limt"),
         ({"decomposers": [{"name": "g", "backend": "gold"}] * 2}, "unique"),
-        ({"backends": ["vllm"]}, "answers_from"),
+        ({"engines": ["vllm"]}, "answers_from"),
         ({"decomposers": [{"name": "r", "backend": "rules", "adapter": "a"}]}, "adapter"),
     ):
         path.write_text(yaml.safe_dump({**base, **change}))
@@ -165,7 +166,7 @@ def test_e2e_runs_every_stage_writes_the_report_and_resumes(tmp_path, tiny_model
             {"name": "rules", "backend": "rules"},
             {"name": "tiny", "backend": "hf", "model": model, "max_new_tokens": 48},
         ],
-        backends=["executor"],
+        engines=["executor"],
         answer={"model": model, "serial_max_new_tokens": 12, "branch_max_new_tokens": 6},
         judge={"model": model, "backend": "hf", "max_chars": 300},
     )

@@ -1,4 +1,4 @@
-"""eval.decomposition on hand-made predictions with known answers, and gold as its own
+"""eval.decomposer.metrics on hand-made predictions with known answers, and gold as its own
 prediction (every metric at its maximum)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from eval.decomposition import evaluate_predictions, main, normalize_item
+from eval.decomposer.metrics import evaluate_predictions, main, normalize_item
 
 
 def rec(rid, par, **kw):

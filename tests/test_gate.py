@@ -11,8 +11,9 @@ import pytest
 
 from data_prep.formatting import DECISION_PREFIX, FORMAT_FILE, FORMATS, MINIMAL_INSTRUCTION, decision_tokens
 from data_prep.schema import check_record, errors, output_json_schema
-from models.calibration import CALIBRATION_FILE, DEFAULT_THRESHOLD
-from models.decomposer import DecomposerError, HFDecomposer
+from models.decomposer import DecomposerError
+from models.decomposer.calibration import CALIBRATION_FILE, DEFAULT_THRESHOLD
+from models.decomposer.hf_backend import HFDecomposer
 
 PROMPTS = [
     "Translate into German:\n1. Good morning\n2. Thank you",
@@ -113,7 +114,7 @@ def test_calibrate_cli_stores_the_threshold_and_the_card_section(trained, tiny_m
 
     adapter = tmp_path / "adapter"
     shutil.copytree(trained[0] / "out", adapter)
-    cmd = [sys.executable, "-m", "eval.calibrate", "--adapter", str(adapter), "--model", str(tiny_model_dir)]
+    cmd = [sys.executable, "-m", "eval.decomposer.calibrate", "--adapter", str(adapter), "--model", str(tiny_model_dir)]
     cmd += ["--data", str(built_default[0] / "validation.jsonl"), "--target-precision", "0.6"]
     for _ in range(2):  # a rerun replaces the card's section, it does not add a second one
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)

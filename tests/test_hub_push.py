@@ -3,12 +3,14 @@ the shapes the real client returns (RepoUrl, CommitInfo)."""
 
 from __future__ import annotations
 
+from fnmatch import fnmatch
+
 import pytest
 from huggingface_hub import CommitInfo, RepoUrl
 
 from scripts import push_adapter as push_cli
 from train import hub
-from train.hub import IGNORE, PushError, push_adapter
+from train.hub import PushError, push_adapter
 
 
 class FakeHfApi:
@@ -51,7 +53,9 @@ def test_push_creates_repo_and_uploads_without_checkpoints(adapter_dir):
     assert FakeHfApi.calls[0] == ("create_repo", "me/decomposer", "model", True, True)
     kind, repo, folder, ignore = FakeHfApi.calls[1]
     assert (kind, repo, folder) == ("upload_folder", "me/decomposer", str(adapter_dir))
-    assert "checkpoint-*" in ignore and ignore == IGNORE
+    # checkpoints, optimizer states and training arguments stay local
+    assert {"checkpoint-*", "checkpoint-*/**", "*.pt", "training_args.bin"} <= set(ignore)
+    assert not any(fnmatch(name, pattern) for name in ("adapter_model.safetensors", "README.md") for pattern in ignore)
 
 
 def test_push_refuses_a_folder_that_is_not_an_adapter(tmp_path):

@@ -75,7 +75,9 @@ def test_hub_format_local_parquet(hub_parquet):
         and isinstance(gen["n"], int)
         and gen["data"] is None
     )
-    assert rc["category"] == "reading_comprehension" and isinstance(rc["data"], list) and rc["n"] is None
+    upstream = json.loads((UPSTREAM / "lmsys" / "reading_comprehension.json").read_text())[0]
+    assert rc["category"] == "reading_comprehension" and rc["n"] is None
+    assert rc["data"] == upstream["data"] and rc["template"] == upstream["template"]
     assert records[10].fields["category"] == "other"  # a novel category
     neg = records[11].fields
     assert neg["parallelizable"] is False and all(neg[k] is None for k in ("category", "template", "data", "n"))

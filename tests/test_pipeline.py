@@ -69,7 +69,7 @@ def test_upstream_breakage_is_repaired_or_reported(built_default):
     dropped = [json.loads(line) for line in (out / "dropped.jsonl").read_text().splitlines()]
     validate_drops = [d for d in dropped if d["stage"] == "validate"]
     assert all(d["source"].startswith("parallelprompt") for d in validate_drops)  # our labelled set is clean
-    assert 0.10 < len(validate_drops) / upstream_loaded < 0.25  # DESIGN.md: about 16% break the rules
+    assert 0.10 < len(validate_drops) / upstream_loaded < 0.25  # docs/DESIGN.md: about 16% break the rules
     gen_kept = sum(1 for recs in result.splits.values() for r in recs if r.id.startswith("pp-lmsys-generate_n"))
     gen_dropped_as_dup = sum(1 for d in dropped if d["id"].startswith("pp-lmsys-generate_n") and d["stage"] == "dedup")
     assert summary["repairs"]["count_template_to_one_output"] == gen_kept + gen_dropped_as_dup > 50

@@ -134,7 +134,7 @@ def test_vllm_loads_the_adapter_and_matches_peft(trained, tiny_model_dir, tiny_t
         tiny_tokenizer.apply_chat_template(prompt_messages(p), add_generation_prompt=True, tokenize=False)
         for p in ("Give me 3 slogans for a bakery", "Translate into German: 1. Hello 2. Goodbye")
     ]
-    from models.vllm_env import cpu_env
+    from models.serving.vllm_env import cpu_env
 
     env = {**os.environ, **cpu_env(kv_cache_gib=1)}
     proc = subprocess.run(
@@ -184,7 +184,7 @@ def test_push_to_hub_from_the_training_script(tmp_path, tiny_model_dir, built_de
 def test_gate_metrics_are_logged_at_each_gate_evaluation(tmp_path, tiny_model_dir, built_default):
     """The detector's learning curve: eval_gate_* on the eval split every gate_eval_steps
     and at the last step, the per-prompt scores written, the train metrics left alone."""
-    from models.decomposer import HFDecomposer
+    from models.decomposer.hf_backend import HFDecomposer
 
     config = write_config(
         tmp_path / "gate.yaml",
@@ -229,3 +229,42 @@ def test_bf16_autocast_only_where_the_cpu_has_native_bf16(tmp_path):
         assert args.bf16 and args.mixed_precision == "bf16"
     else:
         assert not args.bf16 and args.mixed_precision == "no"
+
+
+def test_warm_start_loads_the_adapter_weights(trained, tmp_path, tiny_model_dir, built_default):
+    """init_adapter: at learning rate 0 the saved adapter is exactly the one it started from;
+    an adapter of another LoRA layout is refused with a clear message."""
+    from safetensors.torch import load_file
+
+    work, _ = trained
+    start = work / "out" / "adapter_model.safetensors"
+    config = write_config(
+        tmp_path / "warm.yaml",
+        tiny_model_dir,
+        built_default[0] / "sft",
+        tmp_path / "out",
+        init_adapter=str(work / "out"),
+        learning_rate=0.0,
+        max_steps=1,
+        eval_strategy="no",
+        save_strategy="no",
+    )
+    proc = run_sft_directly(config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    before, after = load_file(str(start)), load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys() and all((before[k] == after[k]).all() for k in before)
+    assert any(k for k in before if "lora_B" in k and before[k].abs().sum() > 0)  # not a fresh (zero) lora_B
+
+    other = write_config(
+        tmp_path / "other.yaml",
+        tiny_model_dir,
+        built_default[0] / "sft",
+        tmp_path / "out2",
+        init_adapter=str(work / "out"),
+        lora_r=4,
+        max_steps=1,
+        eval_strategy="no",
+    )
+    proc = run_sft_directly(other)
+    assert proc.returncode != 0 and "does not fit this run's LoRA layout" in proc.stderr
+    assert "Traceback" not in proc.stderr

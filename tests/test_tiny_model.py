@@ -22,7 +22,7 @@ def test_tiny_model_loads_and_generates(tiny_model_dir, tiny_tokenizer):
 
 
 def test_llama_variant(tmp_path):
-    from models.tiny import build_tiny_model
+    from tiny import build_tiny_model
 
     path = build_tiny_model(tmp_path, ["hello world"] * 10, architecture="llama", vocab_size=300)
     model = AutoModelForCausalLM.from_pretrained(path)

@@ -26,10 +26,10 @@ print("ANSWER:" + out[0].outputs[0].text)
 
 
 def test_vllm_cpu_serves_a_converted_model():
-    from models.fetch import fetch_model
+    from models.weights.fetch import fetch_model
 
     path = fetch_model("smollm2-135m-instruct")
-    from models.vllm_env import cpu_env
+    from models.serving.vllm_env import cpu_env
 
     env = {**os.environ, **cpu_env(kv_cache_gib=1)}
     proc = subprocess.run(

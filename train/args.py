@@ -52,3 +52,10 @@ class DecomposerDataArguments:
             "at that layer. None: every layer."
         },
     )
+    init_adapter: str | None = field(
+        default=None,
+        metadata={
+            "help": "Warm start: load this trained adapter's LoRA weights before training (same lora_r, "
+            "target modules and lora_first_layer), with a fresh optimizer and learning-rate schedule."
+        },
+    )

@@ -6,7 +6,7 @@ prompt plus `{"parallelizable":`, the last position's logits only
 (`models.decomposer.prefill_decision_probs`), batched by length. It logs
 `eval_gate_{ap,precision,recall,f1,recall_at_target,threshold_at_target}` through the
 Trainer (so wandb and the loss plot see them) and writes each prompt's probability to
-`<output_dir>/gate_scores/step-N.jsonl`, which `python -m eval.calibrate --scores` can
+`<output_dir>/gate_scores/step-N.jsonl`, which `python -m eval.decomposer.calibrate --scores` can
 reuse instead of scoring the split again. The Trainer's own evaluation (teacher-forced
 full logits: TRL's fused LM head recomputes them with a second forward) costs several
 times more on a CPU, so the recipes run this one instead.
@@ -22,7 +22,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from data_prep.formatting import DECISION_PREFIX, decision_tokens
-from models.calibration import (
+from models.decomposer.calibration import (
     DEFAULT_TARGET_PRECISION,
     DEFAULT_THRESHOLD,
     average_precision,
@@ -68,7 +68,7 @@ class GateEvaluation(TrainerCallback):
         self.trainer = None
 
     def scores(self, model) -> list[float]:
-        from models.decomposer import prefill_decision_probs
+        from models.decomposer.hf_backend import prefill_decision_probs
 
         order = sorted(range(len(self.rows)), key=lambda i: len(self.rows[i]))  # little padding per batch
         probs: dict[int, float] = {}

@@ -30,8 +30,9 @@ from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 
+from data_prep.config import ConfigError
 from data_prep.formatting import FORMAT_FILE, format_of_messages, write_format_file
-from models.registry import REGISTRY, resolve_model
+from models.weights import REGISTRY, resolve_model
 from train.args import DecomposerDataArguments
 from train.data import TrainDataError, drop_long, load_sft_dataset, parse_source_caps, select_split
 from train.gate_metrics import GateEvaluation
@@ -40,10 +41,6 @@ from train.model_card import render_model_card
 from train.plots import plot_loss_curves
 
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -98,6 +95,28 @@ def peft_config(model_args: ModelConfig, data_args: DecomposerDataArguments):
             raise ConfigError(f"lora_first_layer must be in [0, {layers - 1}] for this model, not {first}")
         config.layers_to_transform = list(range(first, layers))
     return config
+
+
+def warm_start(model, adapter: str) -> None:
+    """Load a trained adapter's LoRA weights into the freshly wrapped PEFT model."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(adapter) / "adapter_model.safetensors"
+    if not path.is_file():
+        raise ConfigError(f"init_adapter {adapter}: no adapter_model.safetensors in that folder")
+    try:
+        result = set_peft_model_state_dict(model, load_file(str(path)))
+    except RuntimeError as err:  # shape mismatch: another lora_r
+        raise ConfigError(f"init_adapter {adapter} does not fit this run's LoRA layout: {str(err)[:300]}") from None
+    unexpected = list(getattr(result, "unexpected_keys", []))
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    if unexpected or missing:
+        raise ConfigError(
+            f"init_adapter {adapter} does not fit this run's LoRA layout (lora_target_modules, lora_first_layer): "
+            f"{len(unexpected)} unexpected and {len(missing)} missing LoRA tensors, e.g. {(unexpected or missing)[0]}"
+        )
+    logger.info("warm start from %s (%d tensors)", adapter, len(load_file(str(path))))
 
 
 def resume_checkpoint(training_args: SFTConfig) -> str | None:
@@ -197,6 +216,8 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
     )
     if gate:
         gate.trainer = trainer
+    if data_args.init_adapter and not checkpoint:  # a checkpoint already holds the weights
+        warm_start(trainer.model, data_args.init_adapter)
 
     # ---------------- train ----------------
     train_result = trainer.train(resume_from_checkpoint=checkpoint)

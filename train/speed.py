@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from data_prep.formatting import sft_example
 from data_prep.jsonl_io import atomic_write_text
 from data_prep.schema import Record
+from models.weights.registry import DEFAULT_DECOMPOSER
 
 RECIPE = "configs/sft/qwen2.5-coder-0.5b-lora-cpu.yaml"
 # name -> (output format of the examples, command-line overrides of the recipe, examples
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="*", help="names of VARIANTS to run (default: all)")
     parser.add_argument("--out", default="artifacts/bench/training")
     args = parser.parse_args(argv)
-    from models.registry import resolve_model
+    from models.weights import resolve_model
 
     if args.examples % args.per_step:
         parser.error("--examples must be a multiple of --per-step")
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     saved = json.loads(state.read_text()) if state.is_file() else {}
     results: dict[str, dict] = saved.get("variants", {})
     rates = saved.get("matmul") or matmul_rates()
-    model_path = resolve_model("qwen2.5-coder-0.5b-instruct")
+    model_path = resolve_model(DEFAULT_DECOMPOSER)
     names = args.variants or list(VARIANTS)
     unknown = set(names) - set(VARIANTS)
     if unknown:
