@@ -22,13 +22,9 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=16)
     parser.add_argument("--rows", type=int, default=25)
     args = parser.parse_args()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from models.weights import load_causal_lm
 
-    from models.weights import resolve_model
-
-    path = resolve_model(args.model)
-    tok = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tok, model = load_causal_lm(args.model, "float32")
     groups, _ = make_prompts(tok, Workload("p", args.doc_tokens, args.branches, args.answer_tokens))
     cfg = SamplingConfig(max_new_tokens=args.answer_tokens)
     ParallelExecutor(model).run(groups[0], SamplingConfig(max_new_tokens=2))  # warm-up

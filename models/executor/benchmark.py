@@ -328,13 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", help="substring of workload names to run")
     args = parser.parse_args(argv)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from models.weights import load_causal_lm, resolve_model
 
-    from models.weights import resolve_model
-
-    path = resolve_model(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    tokenizer, model = load_causal_lm(args.model, "float32")
     # Fixed-length answers: no method stops at (or suppresses) EOS, so all decode the same tokens.
     model.generation_config.eos_token_id = None
     out = Path(args.out)
@@ -349,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"== {w.name}", file=sys.stderr)
         with torch.inference_mode():
-            results.extend(run_workload(model, tokenizer, str(path), w, methods))
+            results.extend(run_workload(model, tokenizer, resolve_model(args.model), w, methods))
         (out / "results.json").write_text(
             json.dumps(
                 {
