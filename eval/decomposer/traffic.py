@@ -8,7 +8,7 @@ decoding, next to the serial answer's own time on the same prompts.
 
 Stages, each checkpointed per prompt in `<out>/work/` (a rerun resumes): the gated
 decomposer, the ungated one (same engine, gate off, the behaviour before the gate), the
-serial answer (answer model, `eval.config.AnswerConfig` defaults, greedy). Prefix caching
+serial answer (answer model, `models.pipeline.config.AnswerConfig` defaults, greedy). Prefix caching
 is off, so no run reuses another's prefill. Overhead = the decomposer's seconds over the
 serial answer's, summed over the mix. Writes `results.json`, `report.md`, `latency.png`.
 """
