@@ -12,8 +12,10 @@ LIST_PROMPT = "Translate into French:\n1. The cat sleeps.\n2. The dog runs.\n3. 
 
 
 def make_pipeline(tiny_model_dir, max_branches=64) -> Pipeline:
-    cfg = AnswerConfig(model=str(tiny_model_dir), serial_max_new_tokens=6, branch_max_new_tokens=4)
-    return Pipeline(load_decomposer("rules"), load_answerer("executor", cfg), max_branches=max_branches)
+    cfg = AnswerConfig(
+        model=str(tiny_model_dir), serial_max_new_tokens=6, branch_max_new_tokens=4, max_branches=max_branches
+    )
+    return Pipeline(load_decomposer("rules"), load_answerer("executor", cfg))
 
 
 def test_a_split_prompt_runs_its_branches_and_is_reassembled_in_order(tiny_model_dir):

@@ -105,8 +105,9 @@ def warm_start(model, adapter: str) -> None:
     path = Path(adapter) / "adapter_model.safetensors"
     if not path.is_file():
         raise ConfigError(f"init_adapter {adapter}: no adapter_model.safetensors in that folder")
+    tensors = load_file(str(path))
     try:
-        result = set_peft_model_state_dict(model, load_file(str(path)))
+        result = set_peft_model_state_dict(model, tensors)
     except RuntimeError as err:  # shape mismatch: another lora_r
         raise ConfigError(f"init_adapter {adapter} does not fit this run's LoRA layout: {str(err)[:300]}") from None
     unexpected = list(getattr(result, "unexpected_keys", []))
@@ -116,7 +117,7 @@ def warm_start(model, adapter: str) -> None:
             f"init_adapter {adapter} does not fit this run's LoRA layout (lora_target_modules, lora_first_layer): "
             f"{len(unexpected)} unexpected and {len(missing)} missing LoRA tensors, e.g. {(unexpected or missing)[0]}"
         )
-    logger.info("warm start from %s (%d tensors)", adapter, len(load_file(str(path))))
+    logger.info("warm start from %s (%d tensors)", adapter, len(tensors))
 
 
 def resume_checkpoint(training_args: SFTConfig) -> str | None:

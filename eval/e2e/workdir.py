@@ -12,6 +12,7 @@ from typing import Any
 from data_prep.jsonl_io import read_jsonl_repairing
 from data_prep.schema import Record, render_subprompts
 from eval.config import E2EConfig
+from models.pipeline import runs_in_parallel
 from models.pipeline.answer import reassemble
 
 
@@ -51,7 +52,7 @@ def rows_by(path: Path, key: str = "id") -> dict[str, dict[str, Any]]:
 
 def runs_parallel(rec: Record, cfg: E2EConfig) -> bool:
     """Split and within the branch limit (beyond it the pipeline runs the prompt serially)."""
-    return rec.parallelizable and len(render_subprompts(rec)) <= cfg.answer.max_branches
+    return runs_in_parallel(rec, cfg.answer.max_branches)
 
 
 def record_key(rec: Record) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_prep.schema import render_subprompts
+from data_prep.schema import Record, render_subprompts
 from models.decomposer.base import Decomposer, Decomposition
 from models.pipeline.answer import Answerer, Run, reassemble
 
@@ -36,23 +36,24 @@ class PipelineAnswer:
         return self.decomposition.seconds + self.run.seconds
 
 
+def runs_in_parallel(rec: Record, max_branches: int) -> bool:
+    """Split, and within the branch limit: a decomposition with more sub-prompts runs the
+    prompt serially (a decomposer that says n=800 must not cost 800 branches)."""
+    return rec.parallelizable and len(render_subprompts(rec)) <= max_branches
+
+
 @dataclass
 class Pipeline:
     decomposer: Decomposer
-    answerer: Answerer
-    max_branches: int = 64  # a decomposition with more sub-prompts runs serially
-
-    def splits(self, decomposition: Decomposition) -> bool:
-        rec = decomposition.record
-        return rec.parallelizable and len(render_subprompts(rec)) <= self.max_branches
+    answerer: Answerer  # its config's max_branches is the branch limit
 
     def answer(self, prompt: str, rid: str = "prompt-0") -> PipelineAnswer:
         [decomposition] = self.decomposer.decompose([prompt], [rid])
-        if self.splits(decomposition):
+        if runs_in_parallel(decomposition.record, self.answerer.cfg.max_branches):
             run = self.answerer.run_record(decomposition.record)
             return PipelineAnswer(reassemble(decomposition.record, run.texts), decomposition, run, True)
         run = self.answerer.serial(prompt)
         return PipelineAnswer(run.texts[0], decomposition, run, False)
 
 
-__all__ = ["Pipeline", "PipelineAnswer"]
+__all__ = ["Pipeline", "PipelineAnswer", "runs_in_parallel"]
