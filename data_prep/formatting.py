@@ -173,7 +173,10 @@ def parse_completion(text: str, prompt: str | None = None) -> dict[str, Any]:
     fields = {field: obj.get(field) for field in DECOMPOSITION_FIELDS}
     if prompt is not None:
         if isinstance(fields["context"], str):
-            fields["context"] = anchors.resolve(fields["context"], prompt)
+            context = anchors.resolve(fields["context"], prompt)
+            if context not in prompt:  # a mis-copied anchor: its most likely span, if any
+                context = anchors.repair(context, prompt) or context
+            fields["context"] = context
         if isinstance(fields["data"], list):
             fields["data"] = [anchors.resolve(x, prompt) if isinstance(x, str) else x for x in fields["data"]]
     return fields

@@ -3,9 +3,12 @@ values that are not anchors."""
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from data_prep import anchors
 from data_prep.anchors import SEP, encode, is_anchor, resolve
 
 PASSAGE = (
@@ -63,3 +66,44 @@ def test_encode_always_round_trips(tokens, data):
     j = data.draw(st.integers(i + 1, len(tokens)))
     span = " ".join(tokens[i:j])
     assert resolve(encode(span, prompt), prompt) == span
+
+
+# A booking e-mail and a review: the shapes of the test-split contexts the model mis-copied.
+BOOKING = (
+    "Estimada Sra. Ruiz:\nLe confirmamos su reserva en Hotel Casa Andina.\n"
+    "Entrada: viernes 8 de noviembre\n"
+    "Cancelación gratuita hasta 48 horas antes de la llegada; después se cobrará la primera noche.\n\n"
+    "extrae la fecha de entrada y la política de cancelación"
+)
+
+
+def test_repair_places_a_mis_copied_tail_and_ends_at_its_line():
+    # the tail "de la llegada." is not in the prompt ("de la llegada;" is)
+    span = anchors.repair("Estimada Sra.…de la llegada.", BOOKING)
+    assert span == BOOKING[: BOOKING.index("noche.") + len("noche.")]
+    assert span in BOOKING
+
+
+def test_repair_places_a_mis_copied_head_at_the_start_of_its_word():
+    prompt = "Read this.\nThe endangered Ecuadorian Erotikus is a frog. It lives in the Andes.\nQ1: where?"
+    span = anchors.repair("The endangered Ecuadorian,…in the Andes.", prompt)
+    assert span == "The endangered Ecuadorian Erotikus is a frog. It lives in the Andes."
+
+
+def test_repair_gives_up_on_parts_the_prompt_does_not_hold():
+    assert anchors.repair("Estimada Sra.…zzzz qqqq wwww.", BOOKING) is None  # tail nowhere
+    assert anchors.repair("Querido señor…primera noche.", BOOKING) is None  # head nowhere
+    assert anchors.repair("not an anchor at all", BOOKING) is None
+    assert anchors.repair(BOOKING[:60], BOOKING) is None  # verbatim: nothing to repair
+
+
+def test_parse_completion_repairs_only_the_unresolved_context():
+    from data_prep.formatting import parse_completion
+
+    exact = anchors.encode(BOOKING[: BOOKING.index("\n\nextrae")], BOOKING)
+    text = '{"parallelizable":true,"category":"keyword_extraction","template":"{context} {data}","context":%s,"data":["a","b"],"n":null}'
+    assert parse_completion(text % json.dumps(exact), BOOKING)["context"] == BOOKING[: BOOKING.index("\n\nextrae")]
+    repaired = parse_completion(text % json.dumps("Estimada Sra.…de la llegada."), BOOKING)["context"]
+    assert repaired in BOOKING and repaired.endswith("primera noche.")
+    hopeless = parse_completion(text % json.dumps("Estimada Sra.…zzzz qqqq wwww."), BOOKING)["context"]
+    assert hopeless == "Estimada Sra.…zzzz qqqq wwww."  # left for the validator to reject (rule 6)
