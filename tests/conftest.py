@@ -207,3 +207,34 @@ def trained(tmp_path_factory, tiny_model_dir, built_default):
     proc = run_sft(config)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return work, config
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "models.serving.server", *args], capture_output=True, text=True, cwd=ROOT, timeout=900
+    )
+
+
+@pytest.fixture(scope="session")
+def server(trained, tiny_model_dir):
+    """`vllm serve` of the tiny model with the tiny trained adapter, on loopback (needs vLLM)."""
+    if __import__("importlib").util.find_spec("vllm") is None:
+        pytest.skip("vLLM not installed (setup.sh --no-vllm)")
+    adapter = str(trained[0] / "out")
+    port = free_port()
+    proc = serve_cli(
+        "start", "--model", str(tiny_model_dir), "--adapter", adapter, "--port", str(port),
+        "--max-model-len", "2048", "--kv-cache-gib", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pid = int((ROOT / "outputs/serve" / str(port) / "server.pid").read_text())
+    yield port, pid, adapter
+    serve_cli("stop", "--port", str(port))

@@ -77,3 +77,26 @@ def test_eval_config_parses(path: Path):
     assert cfg.name == path.stem and cfg.decomposers
     for spec in cfg.decomposers:
         assert spec.adapter is None or (ROOT / spec.adapter / "adapter_config.json").is_file(), spec.adapter
+
+
+GATEWAY_CONFIGS = sorted((ROOT / "configs" / "gateway").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", GATEWAY_CONFIGS, ids=lambda p: p.name)
+def test_gateway_config_parses(path: Path):
+    from models.gateway.config import load_gateway_config
+
+    cfg = load_gateway_config(path)
+    assert cfg.decomposer.base_url and cfg.answer.base_url and cfg.max_branches >= 2
+    if "cpu" in path.name:  # the embedded default: one vllm serve, the default adapter, on loopback
+        assert cfg.host == "127.0.0.1" and cfg.launch and cfg.decomposer.adapter in cfg.launch[0].adapters
+
+
+def test_gateway_config_rejects_unknown_keys(tmp_path):
+    from data_prep.config import ConfigError
+    from models.gateway.config import load_gateway_config
+
+    bad = tmp_path / "gw.yaml"
+    bad.write_text("port: 8080\nmax_inflight: 3\n")
+    with pytest.raises(ConfigError, match="max_inflight"):
+        load_gateway_config(bad)

@@ -13,7 +13,7 @@ import sys
 import urllib.request
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port, serve_cli
 
 from data_prep.schema import check_record, errors, output_json_schema
 from models.decomposer.hf_backend import HFDecomposer
@@ -68,32 +68,6 @@ def test_vllm_and_transformers_give_the_same_constrained_greedy_tokens(trained, 
     # the gate: vLLM's raw logprobs of true/false give the probability transformers computes
     vllm_gate = json.loads(next(x for x in proc.stdout.splitlines() if x.startswith("GATE:"))[5:])
     assert vllm_gate == pytest.approx(hf.decision_probs(prompts), abs=1e-3)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "models.serving.server", *args], capture_output=True, text=True, cwd=ROOT, timeout=900
-    )
-
-
-@pytest.fixture(scope="module")
-def server(trained, tiny_model_dir):
-    adapter = str(trained[0] / "out")
-    port = _free_port()
-    proc = _serve(
-        "start", "--model", str(tiny_model_dir), "--adapter", adapter, "--port", str(port),
-        "--max-model-len", "2048", "--kv-cache-gib", "1",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    pid = int((ROOT / "outputs/serve" / str(port) / "server.pid").read_text())
-    yield port, pid, adapter
-    _serve("stop", "--port", str(port))
 
 
 def test_server_answers_on_loopback_only_and_serves_the_adapter(server, tiny_model_dir):
@@ -163,19 +137,19 @@ def test_openai_backend_matches_transformers_and_survives_load(server, tiny_mode
 
 def test_missing_adapter_or_busy_port_give_clear_errors(server, tmp_path, tiny_model_dir):
     port, _, _ = server
-    proc = _serve("start", "--model", str(tiny_model_dir), "--adapter", str(tmp_path), "--port", str(_free_port()))
+    proc = serve_cli("start", "--model", str(tiny_model_dir), "--adapter", str(tmp_path), "--port", str(free_port()))
     assert proc.returncode == 2 and "not a LoRA adapter folder" in proc.stderr
-    proc = _serve("start", "--model", str(tiny_model_dir), "--port", str(port))
+    proc = serve_cli("start", "--model", str(tiny_model_dir), "--port", str(port))
     assert proc.returncode == 2 and "already runs on port" in proc.stderr
 
 
 def test_stop_by_pid(trained, tiny_model_dir):
-    port = _free_port()
-    proc = _serve("start", "--model", str(tiny_model_dir), "--port", str(port), "--max-model-len", "1024")
+    port = free_port()
+    proc = serve_cli("start", "--model", str(tiny_model_dir), "--port", str(port), "--max-model-len", "1024")
     assert proc.returncode == 0, proc.stderr[-3000:]
     pid = int((ROOT / "outputs/serve" / str(port) / "server.pid").read_text())
-    assert _serve("status", "--port", str(port)).returncode == 0
-    assert "stopped" in _serve("stop", "--port", str(port)).stdout
+    assert serve_cli("status", "--port", str(port)).returncode == 0
+    assert "stopped" in serve_cli("stop", "--port", str(port)).stdout
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    assert _serve("status", "--port", str(port)).returncode == 1
+    assert serve_cli("status", "--port", str(port)).returncode == 1

@@ -159,9 +159,9 @@ def load_answerer(engine: str, cfg: AnswerConfig) -> Answerer:
 _LINE_MARKER = re.compile(rf"(?m)^[ \t]*{LIST_MARKER}[ \t]*")
 
 
-def reassemble(rec: Record, answers: list[str]) -> str:
-    """One answer in the user's order: each item's answer after the marker the user gave
-    that item ("3)", "-", "（2）"), or after "1.", "2.", ... where the prompt had none."""
+def item_markers(rec: Record, count: int) -> list[str]:
+    """The marker of each of `count` answers: the one the user gave that item ("3)", "-",
+    "（2）"), or "1.", "2.", ... where the prompt had none."""
     markers: list[str] = []
     if rec.data is not None:
         for item in rec.data:
@@ -169,6 +169,18 @@ def reassemble(rec: Record, answers: list[str]) -> str:
             line_start = rec.prompt.rfind("\n", 0, at) + 1 if at >= 0 else -1
             m = _LINE_MARKER.match(rec.prompt, line_start) if at >= 0 else None
             markers.append(m.group("marker") if m and m.end() == at else "")
-    if len(markers) != len(answers) or not all(markers):
-        markers = [f"{i}." for i in range(1, len(answers) + 1)]
-    return "\n\n".join(f"{marker} {answer.strip()}" for marker, answer in zip(markers, answers, strict=True))
+    if len(markers) != count or not all(markers):
+        markers = [f"{i}." for i in range(1, count + 1)]
+    return markers
+
+
+def answer_part(index: int, marker: str, answer: str) -> str:
+    """One item's share of the reassembled answer (what a stream sends for it)."""
+    separator = "\n\n" if index else ""
+    return f"{separator}{marker} {answer.strip()}"
+
+
+def reassemble(rec: Record, answers: list[str]) -> str:
+    """One answer in the user's order: each item's answer after its marker."""
+    markers = item_markers(rec, len(answers))
+    return "".join(answer_part(i, m, a) for i, (m, a) in enumerate(zip(markers, answers, strict=True)))

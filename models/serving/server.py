@@ -18,22 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from models.serving.process import ServeError, healthy, start_process, stop_process
+from models.serving.process import read_pid as process_pid
 from models.serving.vllm_env import STRUCTURED_OUTPUTS, VLLMUnavailable, cpu_env, lora_rank, on_gpu, require_vllm
 from models.weights.registry import DEFAULT_DECOMPOSER
 
 STATE_ROOT = Path("outputs/serve")
-
-
-class ServeError(RuntimeError):
-    pass
 
 
 def state_dir(port: int) -> Path:
@@ -72,35 +65,11 @@ def serve_command(
 
 
 def _healthy(host: str, port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://{host}:{port}/health", timeout=2) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _log_tail(log: Path, lines: int = 40) -> str:
-    if not log.exists():
-        return "(no log)"
-    return "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+    return healthy(f"http://{host}:{port}/health")
 
 
 def read_pid(port: int) -> int | None:
-    pid_file = state_dir(port) / "server.pid"
-    if not pid_file.exists():
-        return None
-    pid = int(pid_file.read_text().strip())
-    return pid if _alive(pid) else None
+    return process_pid(state_dir(port))
 
 
 def start(
@@ -118,53 +87,18 @@ def start(
     dtype = dtype or ("auto" if on_gpu() else "float32")
     for a in adapters:
         lora_rank(a)  # a clear error for a missing adapter, before anything starts
-    if read_pid(port) is not None:
-        raise ServeError(f"a server started here already runs on port {port} (stop it first)")
-    if _healthy(host, port):
-        raise ServeError(f"something else already answers on {host}:{port}")
     served_name = Path(model).name if Path(model).exists() else model
     cmd = serve_command(model, adapters, host, port, max_model_len, dtype, served_name)
-    directory = state_dir(port)
-    directory.mkdir(parents=True, exist_ok=True)
-    log = directory / "server.log"
     env = {**os.environ, **cpu_env(kv_cache_gib, in_process=False), "OMP_WAIT_POLICY": "PASSIVE"}
-    with open(log, "w", encoding="utf-8") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    (directory / "server.pid").write_text(f"{proc.pid}\n")
-    (directory / "server.json").write_text(
-        json.dumps({"pid": proc.pid, "host": host, "port": port, "model": served_name, "command": cmd}, indent=2)
+    info = {"host": host, "port": port, "model": served_name}
+    return start_process(
+        cmd, state_dir(port), f"http://{host}:{port}/health", env=env, info=info, timeout=timeout, what="vllm serve"
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            (directory / "server.pid").unlink(missing_ok=True)
-            raise ServeError(f"vllm serve exited with code {proc.returncode}; log tail:\n{_log_tail(log)}")
-        if _healthy(host, port):
-            return proc.pid
-        time.sleep(1.0)
-    stop(port)
-    raise ServeError(f"vllm serve did not answer /health within {timeout:.0f} s; log tail:\n{_log_tail(log)}")
 
 
 def stop(port: int = 8000, grace: float = 30.0) -> bool:
     """Stop the server started on `port`; False when none runs."""
-    pid_file = state_dir(port) / "server.pid"
-    pid = read_pid(port)
-    if pid is None:
-        pid_file.unlink(missing_ok=True)
-        return False
-    os.killpg(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.5)
-        try:  # reap it when it is our child
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
-    if _alive(pid):
-        os.killpg(pid, signal.SIGKILL)
-    pid_file.unlink(missing_ok=True)
-    return True
+    return stop_process(state_dir(port), grace)
 
 
 def main(argv: list[str] | None = None) -> int:
