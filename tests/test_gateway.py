@@ -327,3 +327,28 @@ def test_one_command_starts_everything_and_stop_ends_it_by_pid(tmp_path, tiny_mo
     assert "gateway" in stopped.stdout and "vllm serve" in stopped.stdout
     assert not any(alive(pid) for pid in pids)
     assert cli("status").returncode == 1
+
+
+def test_the_load_mix_has_the_asked_share_of_parallelizable_prompts(labelled_rows):
+    from data_prep.schema import Record
+    from eval.gateway.load import request_mix
+
+    records = [Record.model_validate(r) for r in labelled_rows]
+    mix = request_mix(records, 64, 0.1, seed=0)
+    assert len(mix) == 64 and sum(r.parallelizable for r in mix) == 6
+    assert request_mix(records, 64, 0.1, seed=0) == mix  # seeded
+
+
+def test_the_executor_engine_runs_the_branches_in_one_sequence(upstream, tiny_model_dir):
+    from models.pipeline.answer import load_answerer
+    from models.pipeline.config import AnswerConfig
+
+    cfg = make_cfg(upstream, engine="executor")
+    cfg.answer.model = str(tiny_model_dir)  # the executor loads it in process; serial requests use the server
+    with gateway(cfg) as (url, _):
+        resp = chat(url, SPLIT, max_tokens=8, model=upstream[1])
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["parallel"]["split"] is True
+    [rec] = [d.record for d in RuleDecomposer().decompose([SPLIT])]
+    answerer = load_answerer("executor", AnswerConfig(model=str(tiny_model_dir), branch_max_new_tokens=8))
+    assert resp.json()["choices"][0]["message"]["content"] == reassemble(rec, answerer.run_record(rec).texts)

@@ -20,6 +20,7 @@ import contextlib
 import inspect
 import json
 import logging
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -93,6 +94,7 @@ class Gateway:
         self._decomposer = decomposer
         self._decomposer_error: str | None = None
         self._next_load = 0.0
+        self._load_lock = threading.Lock()
         self._threads = ThreadPoolExecutor(max_workers=cfg.max_in_flight, thread_name_prefix="decompose")
         self._executor = None  # the masked-attention answerer, loaded on first use (engine: executor)
         self._executor_lock = asyncio.Lock()
@@ -113,6 +115,10 @@ class Gateway:
 
     def decomposer(self) -> Decomposer:
         """The decomposer, loaded on first use; a failed load is retried after `retry_after_s`."""
+        with self._load_lock:
+            return self._loaded_decomposer()
+
+    def _loaded_decomposer(self) -> Decomposer:
         if self._decomposer is None:
             if time.monotonic() < self._next_load:
                 raise RuntimeError(f"decomposer unavailable: {self._decomposer_error}")

@@ -61,7 +61,10 @@ class GatewayConfig(StrictModel):
     max_branches: int = Field(default=16, ge=2)  # a decomposition with more sub-prompts runs serially
     branch_max_tokens: int = Field(default=256, ge=1)  # per branch; a request's max_tokens lowers it
     repeat_temperature: float = Field(default=0.7, gt=0)  # n identical sub-prompts need sampling to differ
-    engine: Literal["upstream", "executor"] = "upstream"  # where branches run (serial always goes upstream)
+    # where branches run: "upstream" (the answer server, the conversation kept) or "executor" (the
+    # masked-attention executor in process: the last user turn only, the default system prompt);
+    # serial requests always go to the answer server
+    engine: Literal["upstream", "executor"] = "upstream"
 
     @model_validator(mode="after")
     def _local_by_default(self) -> GatewayConfig:
