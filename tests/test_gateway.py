@@ -276,6 +276,8 @@ def test_the_trained_adapter_decomposes_through_the_server(upstream):
     assert resp.status_code == 200, resp.text
     outcome = resp.json()["parallel"]
     assert gw._decomposer is not None and gw._decomposer.backend == "openai"
+    assert gw._decomposer.client.max_retries == 0  # past the budget: serial, not a second try
+    assert gw._decomposer.client.timeout == cfg.decomposer.timeout_s
     assert outcome["decomposer_ms"] > 0 and 0.0 <= outcome["p_parallel"] <= 1.0  # the gate ran on the server
     if not outcome["split"]:  # a tiny random adapter: serial, or an output the validator refused
         assert outcome["fallback_reason"] is None or outcome["fallback_reason"].startswith("decomposer_output")

@@ -31,6 +31,7 @@ class OpenAIDecomposer(Decomposer):
     api_key: str = "EMPTY"
     concurrency: int = 8
     timeout: float = 600.0
+    max_retries: int = 2  # the openai client's retries (a timeout is one); the gateway sets 0
     gate: bool = True
 
     def __post_init__(self) -> None:
@@ -45,7 +46,9 @@ class OpenAIDecomposer(Decomposer):
                 raise DecomposerError(str(err)) from None
             self.model = adapter_name(self.adapter)  # the LoRA module name models.serving.server gives it
         self._load_threshold(self.adapter)
-        self.client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=2)
+        self.client = openai.OpenAI(
+            base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries
+        )
         try:
             served = [m.id for m in self.client.models.list().data]
         except openai.APIConnectionError:

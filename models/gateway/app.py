@@ -108,7 +108,9 @@ class Gateway:
         d = self.cfg.decomposer
         options: dict[str, Any] = {"model": d.model, "adapter": d.adapter, "threshold": d.threshold}
         if d.backend == "openai":
-            options.update(base_url=d.base_url, timeout=d.timeout_s)
+            # past the budget the request is answered serially: a retry (or a call left running
+            # longer than the budget) would only take the answer server's time from other requests
+            options.update(base_url=d.base_url, timeout=d.timeout_s, max_retries=0)
         if d.backend != "rules":
             options["gate"] = True
         return load_decomposer(d.backend, **options)
