@@ -51,6 +51,19 @@ def test_choose_threshold_for_a_target_precision():
     assert not met and chosen.threshold == 0.2 and chosen.precision == 0.5
 
 
+def test_precision_at_a_traffic_prior_by_hand():
+    # at 0.7: TPR 2/3, FPR 1/3. At the set's own prior (1/2) this is the empirical precision.
+    assert point(LABELS, PROBS, 0.7, prior=0.5).precision == pytest.approx(point(LABELS, PROBS, 0.7).precision)
+    # one prompt in ten parallelizable: 0.1 * 2/3 / (0.1 * 2/3 + 0.9 * 1/3) = 2/11
+    op = point(LABELS, PROBS, 0.7, prior=0.1)
+    assert op.precision == pytest.approx(2 / 11) and op.recall == pytest.approx(2 / 3) and op.predicted == 3
+    assert point(LABELS, PROBS, 0.9, prior=0.1).precision == 1.0  # no false positive: any prior
+    # the 0.75 target met at the set's prior (threshold 0.4) is not met at 0.1; only 0.9 has no false split
+    chosen, met = choose_threshold(LABELS, PROBS, 0.75, prior=0.1)
+    assert met and chosen.threshold == 0.9
+    assert average_precision(LABELS, PROBS, prior=0.1) < average_precision(LABELS, PROBS)
+
+
 def test_two_way_probability():
     assert two_way_probability(math.log(0.3), math.log(0.1)) == pytest.approx(0.75)
     assert two_way_probability(-1000.0, 0.0) == pytest.approx(0.0)  # no overflow

@@ -239,3 +239,33 @@ def test_openai_backend_without_a_server_is_a_clear_error():
         port = s.getsockname()[1]  # nothing listens there once the socket is closed
     with pytest.raises(DecomposerError, match="no server answers"):
         load_decomposer("openai", base_url=f"http://127.0.0.1:{port}/v1")
+
+
+def test_merged_adapter_decomposes_like_the_adapter(trained, tiny_model_dir, tmp_path):
+    import shutil
+
+    from models.decomposer.calibration import point as operating_point
+    from models.decomposer.calibration import write_calibration
+    from models.decomposer.merge import MERGED_FILE, merge
+    from models.decomposer.merge import main as merge_main
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(trained[0] / "out", adapter, ignore=shutil.ignore_patterns("checkpoint-*"))
+    write_calibration(
+        adapter, operating_point([True], [0.4], 0.37), True, target_precision=0.9, split="validation", examples=1
+    )
+    out = merge(adapter, tmp_path / "merged", model=str(tiny_model_dir))
+    assert (out / MERGED_FILE).is_file() and (out / FORMAT_FILE).is_file()
+    stamp = (out / "model.safetensors").stat().st_mtime_ns
+    assert merge(adapter, out, model=str(tiny_model_dir)) == out  # the same adapter: kept as it is
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+
+    prompts = [PROMPT, "Write one haiku about rain.", "Summarise: the meeting moved to Tuesday."]
+    lora = HFDecomposer(model=str(tiny_model_dir), adapter=str(adapter), max_new_tokens=24)
+    merged = HFDecomposer(model=str(out), max_new_tokens=24)
+    assert merged.fmt == lora.fmt == "anchor-v2" and merged.threshold == lora.threshold == 0.37
+    assert merged.decision_probs(prompts) == pytest.approx(lora.decision_probs(prompts), abs=1e-4)
+    for a, b in zip(lora.decompose(prompts), merged.decompose(prompts), strict=True):
+        assert a.raw == b.raw and a.record == b.record
+
+    assert merge_main(["--adapter", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2

@@ -354,3 +354,12 @@ def test_the_executor_engine_runs_the_branches_in_one_sequence(upstream, tiny_mo
     [rec] = [d.record for d in RuleDecomposer().decompose([SPLIT])]
     answerer = load_answerer("executor", AnswerConfig(model=str(tiny_model_dir), branch_max_new_tokens=8))
     assert resp.json()["choices"][0]["message"]["content"] == reassemble(rec, answerer.run_record(rec).texts)
+
+
+def test_a_launch_of_a_missing_merged_folder_is_a_clear_error():
+    from models.serving import server
+    from models.serving.process import ServeError
+
+    with pytest.raises(ServeError, match="does not exist .*models.decomposer.merge"):
+        server.start("outputs/merged/not-merged-yet", [], port=free_port())
+    assert server.looks_local("outputs/merged/x") and not server.looks_local("Qwen/Qwen2.5-0.5B-Instruct")

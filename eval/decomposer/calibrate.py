@@ -8,7 +8,9 @@ Scores every prompt with the gate (one prefill each: P("parallelizable": true)),
 the precision/recall curve, picks the threshold with the most recall whose precision
 reaches the target, and writes into the adapter folder: `decomposer_calibration.json`
 (read by every decomposer backend), `calibration.md` (the operating point, per
-language) and `pr_curve.png`. `--no-write` only reports.
+language) and `pr_curve.png`. `--no-write` only reports. `--prior 0.1` computes precision
+for traffic in which one prompt in ten is parallelizable (real chat traffic), from the split's
+recall and false-positive rate, instead of for the split's own mix.
 """
 
 from __future__ import annotations
@@ -62,27 +64,31 @@ def scores_from_training(path: Path, records: list[Record]) -> list[float]:
     return probs
 
 
-def by_language(records: list[Record], probs: list[float], threshold: float) -> dict[str, OperatingPoint]:
+def by_language(
+    records: list[Record], probs: list[float], threshold: float, prior: float | None = None
+) -> dict[str, OperatingPoint]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(records):
         groups[r.language].append(i)
     return {
-        lang: point([records[i].parallelizable for i in idx], [probs[i] for i in idx], threshold)
+        lang: point([records[i].parallelizable for i in idx], [probs[i] for i in idx], threshold, prior)
         for lang, idx in sorted(groups.items())
     }
 
 
-def plot_pr(labels: list[bool], probs: list[float], chosen: OperatingPoint, path: Path, title: str) -> None:
+def plot_pr(
+    labels: list[bool], probs: list[float], chosen: OperatingPoint, path: Path, title: str, prior: float | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curve = pr_curve(labels, probs)
+    curve = pr_curve(labels, probs, prior)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     ax.step([op.recall for op in curve], [op.precision for op in curve], where="post", label="gate")
     ax.plot([chosen.recall], [chosen.precision], "o", color="tab:red", label=f"chosen t={chosen.threshold:.3f}")
-    half = point(labels, probs, 0.5)
+    half = point(labels, probs, 0.5, prior)
     ax.plot([half.recall], [half.precision], "s", color="tab:grey", label="t=0.5")
     ax.set_xlabel("recall (parallelizable)")
     ax.set_ylabel("precision (parallelizable)")
@@ -96,9 +102,26 @@ def plot_pr(labels: list[bool], probs: list[float], chosen: OperatingPoint, path
     plt.close(fig)
 
 
-def render(name: str, data: str, target: float, chosen: OperatingPoint, met: bool, ap: float, langs: dict, half) -> str:
+def render(
+    name: str,
+    data: str,
+    target: float,
+    chosen: OperatingPoint,
+    met: bool,
+    ap: float,
+    langs: dict,
+    half,
+    prior: float | None = None,
+) -> str:
+    seen = (
+        "the split's own share of parallelizable prompts"
+        if prior is None
+        else f"traffic with {prior:g} of its prompts parallelizable (from the split's recall and false-positive rate)"
+    )
     lines = [
         f"# Gate calibration: `{name}`",
+        "",
+        f"Precision as seen by {seen}.",
         "",
         f"Split `{data}`, target precision {target}: threshold **{chosen.threshold:.4f}** "
         f"({'target met' if met else 'target NOT met: the most precise point is used'}); "
@@ -175,6 +198,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-precision", type=float, default=DEFAULT_TARGET_PRECISION)
     parser.add_argument("--backend", default="hf", choices=["hf", "vllm"])
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--prior",
+        type=float,
+        help="share of parallelizable prompts in the traffic the threshold is for (real chat traffic: ~0.1); "
+        "precision is computed for it (default: the split's own share)",
+    )
     parser.add_argument("--no-write", action="store_true", help="report only; leave the adapter folder as it is")
     parser.add_argument(
         "--scores",
@@ -185,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0.0 < args.target_precision <= 1.0:
         parser.error("--target-precision must be in (0, 1]")
+    if args.prior is not None and not 0.0 < args.prior < 1.0:
+        parser.error("--prior must be in (0, 1)")
     data = Path(args.data)
     if not data.is_file():
         parser.error(f"{data} not found: build the data set first (python -m data_prep.build --config ...)")
@@ -205,12 +236,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         probs = score(decomposer, records, args.batch_size)
     labels = [r.parallelizable for r in records]
-    chosen, met = choose_threshold(labels, probs, args.target_precision)
-    ap = average_precision(labels, probs)
-    half = point(labels, probs, 0.5)
-    langs = by_language(records, probs, chosen.threshold)
+    chosen, met = choose_threshold(labels, probs, args.target_precision, args.prior)
+    ap = average_precision(labels, probs, args.prior)
+    half = point(labels, probs, 0.5, args.prior)
+    langs = by_language(records, probs, chosen.threshold, args.prior)
     name = args.adapter or f"{args.model} (untrained)"
-    report = render(name, str(data), args.target_precision, chosen, met, ap, langs, half)
+    report = render(name, str(data), args.target_precision, chosen, met, ap, langs, half, args.prior)
     print(report)
     if args.adapter and not args.no_write:
         out = Path(args.adapter)
@@ -221,14 +252,16 @@ def main(argv: list[str] | None = None) -> int:
             target_precision=args.target_precision,
             split=str(data),
             examples=len(records),
-            extra={"average_precision": round(ap, 4)},
+            extra={"average_precision": round(ap, 4), "prior": args.prior},
         )
         atomic_write_text(out / "calibration.md", report)
         scores = [
             {"id": r.id, "label": r.parallelizable, "p": round(p, 6)} for r, p in zip(records, probs, strict=True)
         ]
         atomic_write_text(out / "calibration_scores.jsonl", "".join(json.dumps(s) + "\n" for s in scores))
-        plot_pr(labels, probs, chosen, out / "pr_curve.png", f"gate on {data.stem}: {Path(args.adapter).name}")
+        plot_pr(
+            labels, probs, chosen, out / "pr_curve.png", f"gate on {data.stem}: {Path(args.adapter).name}", args.prior
+        )
         update_card(out, report)
         print(f"wrote {out}/decomposer_calibration.json, calibration.md, pr_curve.png; model card updated")
     return 0

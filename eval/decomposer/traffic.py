@@ -3,12 +3,13 @@ prompts, one prompt at a time (the latency a user sees), gated vs the whole-outp
 decoding, next to the serial answer's own time on the same prompts.
 
     python -m eval.decomposer.traffic --adapter artifacts/adapters/<name> \\
-        [--split outputs/data/default/test.jsonl] [--negatives 27 --positives 3] \\
-        [--backend vllm] [--out artifacts/bench/traffic]
+        [--merged outputs/merged/<name>] [--split outputs/data/default/test.jsonl] \\
+        [--negatives 27 --positives 3] [--backend vllm] [--out artifacts/bench/traffic]
 
 Stages, each checkpointed per prompt in `<out>/work/` (a rerun resumes): the gated
-decomposer, the ungated one (same engine, gate off, the behaviour before the gate), the
-serial answer (answer model, `models.pipeline.config.AnswerConfig` defaults, greedy). Prefix caching
+decomposer, the ungated one (same engine, gate off, the behaviour before the gate), with
+`--merged` the same adapter merged into its base (`python -m models.decomposer.merge`),
+gated, on its own engine without LoRA, then the serial answer (answer model, `models.pipeline.config.AnswerConfig` defaults, greedy). Prefix caching
 is off, so no run reuses another's prefill. Overhead = the decomposer's seconds over the
 serial answer's, summed over the mix. Writes `results.json`, `report.md`, `latency.png`.
 """
@@ -33,6 +34,14 @@ from data_prep.splits import load_split
 from eval.provenance import machine_description
 from models.pipeline.config import AnswerConfig
 from models.weights.registry import DEFAULT_DECOMPOSER
+
+STAGES = ("gated", "ungated", "merged")
+LABELS = {
+    "answer": "serial answer",
+    "ungated": "decomposer, whole output",
+    "gated": "decomposer, gated",
+    "merged": "decomposer merged, gated",
+}
 
 
 def traffic_mix(records: list[Record], negatives: int, positives: int, seed: int) -> list[Record]:
@@ -75,7 +84,7 @@ def decomposer_measure(decomposer, gate: bool):
 def summarise(mix: list[Record], rows: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
     answer_s = sum(rows["answer"][r.id]["seconds"] for r in mix)
     out: dict[str, Any] = {"serial_answer_seconds_total": round(answer_s, 2)}
-    for name in ("gated", "ungated"):
+    for name in [n for n in STAGES if n in rows]:
         per = rows[name]
         entry: dict[str, Any] = {
             "overhead_vs_serial_answer": round(sum(per[r.id]["seconds"] for r in mix) / answer_s, 4),
@@ -92,6 +101,8 @@ def summarise(mix: list[Record], rows: dict[str, dict[str, dict[str, Any]]]) -> 
                 "serial_answer_seconds_mean": round(statistics.fmean(rows["answer"][r.id]["seconds"] for r in sel), 2),
             }
         out[name] = entry
+    if "merged" in rows:
+        out["merged_same_split"] = sum(rows["merged"][r.id]["split"] == rows["gated"][r.id]["split"] for r in mix)
     return out
 
 
@@ -110,7 +121,7 @@ def report(result: dict[str, Any]) -> str:
         "(mean / max) | positives: s (mean) | positives: decode tokens (mean) | split rate |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in ("gated", "ungated"):
+    for name in [n for n in STAGES if n in s]:
         e = s[name]
         n, p = e["negatives"], e["positives"]
         lines.append(
@@ -125,6 +136,14 @@ def report(result: dict[str, Any]) -> str:
         f"{g['negatives']['seconds_mean'] / u['negatives']['seconds_mean']:.2f}x; on positives: "
         f"{g['positives']['seconds_mean'] / u['positives']['seconds_mean']:.2f}x.",
     ]
+    if "merged" in s:
+        m = s["merged"]
+        lines += [
+            f"Merged / LoRA (both gated) decomposer time on negatives: "
+            f"{m['negatives']['seconds_mean'] / g['negatives']['seconds_mean']:.2f}x; on positives: "
+            f"{m['positives']['seconds_mean'] / g['positives']['seconds_mean']:.2f}x; the same split decision on "
+            f"{s['merged_same_split']} of {len(result['ids'])} prompts.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -135,10 +154,17 @@ def plot(mix: list[Record], rows: dict[str, dict[str, dict[str, Any]]], path: Pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, color in (("answer", "tab:grey"), ("ungated", "tab:orange"), ("gated", "tab:blue")):
+    for name, color in (
+        ("answer", "tab:grey"),
+        ("ungated", "tab:orange"),
+        ("gated", "tab:blue"),
+        ("merged", "tab:green"),
+    ):
+        if name not in rows:
+            continue
         xs = sorted(rows[name][r.id]["seconds"] for r in mix)
         ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], drawstyle="steps-post", color=color,
-                label={"answer": "serial answer", "ungated": "decomposer, whole output", "gated": "decomposer, gated"}[name])  # fmt: skip
+                label=LABELS[name])  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("seconds per prompt (log)")
     ax.set_ylabel("fraction of prompts")
@@ -154,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", required=True)
     parser.add_argument("--model", default=DEFAULT_DECOMPOSER)
+    parser.add_argument("--merged", help="the adapter merged into its base (python -m models.decomposer.merge)")
     parser.add_argument("--split", default="outputs/data/default/test.jsonl")
     parser.add_argument("--negatives", type=int, default=27)
     parser.add_argument("--positives", type=int, default=3)
@@ -187,6 +214,19 @@ def main(argv: list[str] | None = None) -> int:
     threshold = decomposer.threshold
     del decomposer
     gc.collect()
+    if args.merged:
+        try:
+            merged = load_decomposer(args.backend, **{**options, "model": args.merged, "adapter": None})
+        except DecomposerError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        if merged.threshold != threshold:
+            print(f"error: {args.merged} has threshold {merged.threshold}, the adapter {threshold}", file=sys.stderr)
+            return 2
+        merged.decompose([mix[0].prompt], ["warm-up"], batch_size=1)
+        rows["merged"] = run_stage(work / "merged.jsonl", mix, decomposer_measure(merged, True))
+        del merged
+        gc.collect()
     cfg = AnswerConfig(model=args.model, serial_max_new_tokens=args.answer_max_new_tokens)
     answerer = load_answerer("vllm" if args.backend == "vllm" else "executor", cfg)
     answerer.serial(mix[0].prompt)  # warm-up
@@ -201,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m eval.decomposer.traffic " + " ".join(argv if argv is not None else sys.argv[1:]),
         "backend": args.backend,
         "adapter": args.adapter,
+        "merged": args.merged,
         "threshold": threshold,
         "answer_model": args.model,
         "answer_max_new_tokens": args.answer_max_new_tokens,

@@ -29,7 +29,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from data_prep.formatting import DECISION_PREFIX, adapter_format, decision_tokens, parse_completion, prompt_messages
+from data_prep.formatting import (
+    DECISION_PREFIX,
+    FORMAT_FILE,
+    adapter_format,
+    decision_tokens,
+    parse_completion,
+    prompt_messages,
+)
 from data_prep.langid import detect_record_language
 from data_prep.schema import Record, errors, output_json_schema, parse_record
 from models.decomposer.calibration import DEFAULT_THRESHOLD, read_calibration
@@ -254,12 +261,13 @@ class LocalDecomposer(Decomposer):
     def _setup(self, backend: str) -> None:
         self.backend = backend
         check_adapter(self.adapter)
+        trained = self.adapter or merged_dir(self.model)  # where the format and the threshold are recorded
         try:
-            self.fmt = adapter_format(self.adapter) if self.adapter else self.fmt
+            self.fmt = adapter_format(trained) if trained else self.fmt
         except ValueError as err:
             raise DecomposerError(str(err)) from None
         self.max_prompt_tokens = self.max_model_len - self.max_new_tokens
-        self._load_threshold(self.adapter)
+        self._load_threshold(trained)
 
     def prompt_ids(self, prompt: str) -> list[int]:
         return self.tokenizer.apply_chat_template(
@@ -278,6 +286,14 @@ class LocalDecomposer(Decomposer):
 
     def prompt_tokens(self, prompt: str) -> int:
         return len(self.prompt_ids(prompt))
+
+
+def merged_dir(model: str) -> str | None:
+    """`model` when it is a folder holding a decomposer's format file (an adapter merged into
+    its base by `python -m models.decomposer.merge`), else None (a plain base model)."""
+    from pathlib import Path
+
+    return model if (Path(model) / FORMAT_FILE).is_file() else None
 
 
 def check_adapter(adapter: str | None) -> None:

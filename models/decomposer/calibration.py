@@ -39,41 +39,56 @@ def _f1(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r else 0.0
 
 
-def point(labels: list[bool], probs: list[float], threshold: float) -> OperatingPoint:
+def point(labels: list[bool], probs: list[float], threshold: float, prior: float | None = None) -> OperatingPoint:
     """Precision, recall and F1 of splitting every prompt with probability >= threshold.
-    Precision is 1.0 when nothing is split (no false split was made)."""
+    Precision is 1.0 when nothing is split (no false split was made).
+
+    `prior`: the share of parallelizable prompts in the traffic the threshold is for, when
+    it differs from the labelled set's (real chat traffic: about 0.1, a test split: 0.6).
+    Precision is then the one that traffic would see, from the set's recall (true-positive
+    rate) and false-positive rate: prior * TPR / (prior * TPR + (1 - prior) * FPR)."""
     tp = sum(1 for y, p in zip(labels, probs, strict=True) if p >= threshold and y)
     predicted = sum(1 for p in probs if p >= threshold)
     positives = sum(labels)
-    precision = tp / predicted if predicted else 1.0
     recall = tp / positives if positives else 0.0
+    if prior is None:
+        precision = tp / predicted if predicted else 1.0
+    else:
+        negatives = len(labels) - positives
+        fpr = (predicted - tp) / negatives if negatives else 0.0
+        mass = prior * recall + (1 - prior) * fpr
+        precision = prior * recall / mass if mass else 1.0
     return OperatingPoint(threshold, precision, recall, _f1(precision, recall), predicted)
 
 
-def pr_curve(labels: list[bool], probs: list[float]) -> list[OperatingPoint]:
+def pr_curve(labels: list[bool], probs: list[float], prior: float | None = None) -> list[OperatingPoint]:
     """One operating point per distinct probability (each a candidate threshold), from
     the highest threshold (fewest splits) to the lowest."""
-    return [point(labels, probs, t) for t in sorted(set(probs), reverse=True)]
+    return [point(labels, probs, t, prior) for t in sorted(set(probs), reverse=True)]
 
 
-def average_precision(labels: list[bool], probs: list[float]) -> float:
+def average_precision(labels: list[bool], probs: list[float], prior: float | None = None) -> float:
     """Area under the precision/recall step curve (sum over recall steps of precision)."""
     ap, last_recall = 0.0, 0.0
-    for op in pr_curve(labels, probs):
+    for op in pr_curve(labels, probs, prior):
         ap += (op.recall - last_recall) * op.precision
         last_recall = op.recall
     return ap
 
 
 def choose_threshold(
-    labels: list[bool], probs: list[float], target_precision: float = DEFAULT_TARGET_PRECISION
+    labels: list[bool],
+    probs: list[float],
+    target_precision: float = DEFAULT_TARGET_PRECISION,
+    prior: float | None = None,
 ) -> tuple[OperatingPoint, bool]:
     """The operating point with the highest recall among those whose precision reaches
     the target (ties: the higher threshold), and whether the target was reached. When no
-    point reaches it, the most precise point that splits anything (ties: more recall)."""
-    curve = [op for op in pr_curve(labels, probs) if op.predicted]
+    point reaches it, the most precise point that splits anything (ties: more recall).
+    Precision is the one traffic with `prior` parallelizable prompts would see (`point`)."""
+    curve = [op for op in pr_curve(labels, probs, prior) if op.predicted]
     if not curve:
-        return point(labels, probs, 1.0), False
+        return point(labels, probs, 1.0, prior), False
     ok = [op for op in curve if op.precision >= target_precision]
     if ok:
         return max(ok, key=lambda op: (op.recall, op.threshold)), True

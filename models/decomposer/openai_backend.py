@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_prep.formatting import DECISION_PREFIX, adapter_format
-from models.decomposer.base import Decomposer, DecomposerError, Generation, PromptError, check_adapter
+from models.decomposer.base import Decomposer, DecomposerError, Generation, PromptError, check_adapter, merged_dir
 from models.decomposer.calibration import two_way_probability
 from models.serving.server import adapter_name
 from models.weights.registry import DEFAULT_DECOMPOSER
@@ -22,7 +22,9 @@ class OpenAIDecomposer(Decomposer):
 
     `model` is the served name: the base model's, or an adapter's LoRA module name
     (`adapter`: the local adapter folder, whose name the server uses and whose output
-    format is read from it).
+    format is read from it), or a merged decomposer's folder (`python -m
+    models.decomposer.merge`; served under the folder's name, format and threshold read
+    from it).
     """
 
     model: str = DEFAULT_DECOMPOSER
@@ -38,14 +40,16 @@ class OpenAIDecomposer(Decomposer):
         import openai
 
         self.backend = "openai"
-        if self.adapter:
+        trained = self.adapter or merged_dir(self.model)  # a LoRA adapter, or one merged into its base
+        if trained:
             check_adapter(self.adapter)
             try:
-                self.fmt = adapter_format(self.adapter)
+                self.fmt = adapter_format(trained)
             except ValueError as err:
                 raise DecomposerError(str(err)) from None
-            self.model = adapter_name(self.adapter)  # the LoRA module name models.serving.server gives it
-        self._load_threshold(self.adapter)
+            # the LoRA module's or the model folder's name: what models.serving.server serves it as
+            self.model = adapter_name(trained)
+        self._load_threshold(trained)
         self.client = openai.OpenAI(
             base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries
         )

@@ -33,6 +33,17 @@ def state_dir(port: int) -> Path:
     return STATE_ROOT / str(port)
 
 
+def looks_local(model: str) -> bool:
+    """A folder path rather than a registry name or a Hub id (`org/name`)."""
+    p = Path(model)
+    return (
+        p.is_absolute()
+        or model.startswith(".")
+        or len(p.parts) > 2
+        or (len(p.parts) == 2 and Path(p.parts[0]).is_dir())
+    )
+
+
 def adapter_name(adapter: str) -> str:
     return Path(adapter).resolve().name
 
@@ -87,6 +98,10 @@ def start(
     dtype = dtype or ("auto" if on_gpu() else "float32")
     for a in adapters:
         lora_rank(a)  # a clear error for a missing adapter, before anything starts
+    if looks_local(model) and not Path(model).exists():
+        raise ServeError(
+            f"{model} does not exist (a merged decomposer? python -m models.decomposer.merge --adapter <adapter>)"
+        )
     served_name = Path(model).name if Path(model).exists() else model
     cmd = serve_command(model, adapters, host, port, max_model_len, dtype, served_name)
     env = {**os.environ, **cpu_env(kv_cache_gib, in_process=False), "OMP_WAIT_POLICY": "PASSIVE"}
