@@ -9,7 +9,8 @@ decoding, next to the serial answer's own time on the same prompts.
 Stages, each checkpointed per prompt in `<out>/work/` (a rerun resumes): the gated
 decomposer, the ungated one (same engine, gate off, the behaviour before the gate), with
 `--merged` the same adapter merged into its base (`python -m models.decomposer.merge`),
-gated, on its own engine without LoRA, then the serial answer (answer model, `models.pipeline.config.AnswerConfig` defaults, greedy). Prefix caching
+gated, on its own engine without LoRA, then the serial answer (answer model,
+`models.pipeline.config.AnswerConfig` defaults, greedy). Prefix caching
 is off, so no run reuses another's prefill. Overhead = the decomposer's seconds over the
 serial answer's, summed over the mix. Writes `results.json`, `report.md`, `latency.png`.
 """
@@ -36,11 +37,11 @@ from models.pipeline.config import AnswerConfig
 from models.weights.registry import DEFAULT_DECOMPOSER
 
 STAGES = ("gated", "ungated", "merged")
-LABELS = {
-    "answer": "serial answer",
-    "ungated": "decomposer, whole output",
-    "gated": "decomposer, gated",
-    "merged": "decomposer merged, gated",
+CURVES = {  # the latency plot: label and colour of each stage
+    "answer": ("serial answer", "tab:grey"),
+    "ungated": ("decomposer, whole output", "tab:orange"),
+    "gated": ("decomposer, gated", "tab:blue"),
+    "merged": ("decomposer merged, gated", "tab:green"),
 }
 
 
@@ -154,17 +155,12 @@ def plot(mix: list[Record], rows: dict[str, dict[str, dict[str, Any]]], path: Pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, color in (
-        ("answer", "tab:grey"),
-        ("ungated", "tab:orange"),
-        ("gated", "tab:blue"),
-        ("merged", "tab:green"),
-    ):
+    for name, (label, color) in CURVES.items():
         if name not in rows:
             continue
         xs = sorted(rows[name][r.id]["seconds"] for r in mix)
         ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], drawstyle="steps-post", color=color,
-                label=LABELS[name])  # fmt: skip
+                label=label)  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("seconds per prompt (log)")
     ax.set_ylabel("fraction of prompts")

@@ -236,10 +236,24 @@ class Decomposer:
         variants = [v for v in self.schema["anyOf"] if v["properties"]["parallelizable"].get("const") is True]
         return {**self.schema, "anyOf": variants}
 
-    def _load_threshold(self, adapter: str | None) -> None:
+    def _load_trained(self, adapter: str | None, model: str) -> str | None:
+        """Read what training recorded, from the adapter folder or a merged model folder:
+        the output format (`self.fmt`) and the gate's threshold (unless one was given).
+        Returns that folder, or None for a plain base model (the defaults)."""
+        check_adapter(adapter)
+        trained = adapter or merged_dir(model)
+        if trained:
+            try:
+                self.fmt = adapter_format(trained)
+            except ValueError as err:
+                raise DecomposerError(str(err)) from None
+        self._load_threshold(trained)
+        return trained
+
+    def _load_threshold(self, trained: str | None) -> None:
         if self.threshold is None:
             try:
-                calibration = read_calibration(adapter)
+                calibration = read_calibration(trained)
             except ValueError as err:
                 raise DecomposerError(str(err)) from None
             self.threshold = float(calibration["threshold"]) if calibration else DEFAULT_THRESHOLD
@@ -260,14 +274,8 @@ class LocalDecomposer(Decomposer):
 
     def _setup(self, backend: str) -> None:
         self.backend = backend
-        check_adapter(self.adapter)
-        trained = self.adapter or merged_dir(self.model)  # where the format and the threshold are recorded
-        try:
-            self.fmt = adapter_format(trained) if trained else self.fmt
-        except ValueError as err:
-            raise DecomposerError(str(err)) from None
+        self._load_trained(self.adapter, self.model)
         self.max_prompt_tokens = self.max_model_len - self.max_new_tokens
-        self._load_threshold(trained)
 
     def prompt_ids(self, prompt: str) -> list[int]:
         return self.tokenizer.apply_chat_template(

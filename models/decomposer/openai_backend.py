@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from data_prep.formatting import DECISION_PREFIX, adapter_format
-from models.decomposer.base import Decomposer, DecomposerError, Generation, PromptError, check_adapter, merged_dir
+from data_prep.formatting import DECISION_PREFIX
+from models.decomposer.base import Decomposer, DecomposerError, Generation, PromptError
 from models.decomposer.calibration import two_way_probability
 from models.serving.server import adapter_name
 from models.weights.registry import DEFAULT_DECOMPOSER
@@ -40,16 +40,9 @@ class OpenAIDecomposer(Decomposer):
         import openai
 
         self.backend = "openai"
-        trained = self.adapter or merged_dir(self.model)  # a LoRA adapter, or one merged into its base
-        if trained:
-            check_adapter(self.adapter)
-            try:
-                self.fmt = adapter_format(trained)
-            except ValueError as err:
-                raise DecomposerError(str(err)) from None
-            # the LoRA module's or the model folder's name: what models.serving.server serves it as
+        trained = self._load_trained(self.adapter, self.model)  # a LoRA adapter, or one merged into its base
+        if trained:  # the LoRA module's or the model folder's name: what models.serving.server serves it as
             self.model = adapter_name(trained)
-        self._load_threshold(trained)
         self.client = openai.OpenAI(
             base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=self.max_retries
         )
