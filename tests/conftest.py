@@ -203,9 +203,10 @@ def run_sft_directly(config, *extra):
 def trained(tmp_path_factory, tiny_model_dir, built_default):
     dataset = built_default[0] / "sft"
     work = tmp_path_factory.mktemp("sft")
-    config = write_config(work / "tiny.yaml", tiny_model_dir, dataset, work / "out")
+    config = write_config(work / "tiny.yaml", tiny_model_dir, dataset, work / "out", decision_loss_weight=4.0)
     proc = run_sft(config)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "decision token found in 2 of 2 training rows" in proc.stderr  # train/decision_loss.py is in the loop
     return work, config
 
 

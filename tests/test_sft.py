@@ -69,6 +69,7 @@ def test_resume_continues_from_checkpoint(trained):
         ({"load_in_4bit": True}, "needs a CUDA GPU"),
         ({"lora_modules_to_save": ["lm_head"]}, "modules_to_save is not allowed"),
         ({"dataset_path": "/nonexistent/sft"}, "does not exist"),
+        ({"decision_loss_weight": 0.5}, "decision_loss_weight must be >= 1"),
     ],
 )
 def test_bad_configs_give_clear_errors(tmp_path, tiny_model_dir, overrides, message):

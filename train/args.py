@@ -27,6 +27,13 @@ class DecomposerDataArguments:
             "training split (e.g. 0.5). Real traffic is ~10% positive; the labelled data is not."
         },
     )
+    decision_loss_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": 'Count the decision token (`"parallelizable": true|false`) this many times in the training '
+            "loss (train.decision_loss); 1: the plain token mean."
+        },
+    )
     gate_eval_steps: int | None = field(
         default=None,
         metadata={

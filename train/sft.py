@@ -28,13 +28,14 @@ from pathlib import Path
 import transformers
 from transformers import AutoTokenizer, set_seed
 from transformers.trainer_utils import get_last_checkpoint
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
+from trl import ModelConfig, SFTConfig, TrlParser, get_peft_config, get_quantization_config
 
 from data_prep.config import ConfigError
 from data_prep.formatting import FORMAT_FILE, format_of_messages, write_format_file
 from models.weights import REGISTRY, resolve_model
 from train.args import DecomposerDataArguments
 from train.data import TrainDataError, drop_long, load_sft_dataset, parse_source_caps, select_split
+from train.decision_loss import DecisionWeightedSFTTrainer, check_weight
 from train.gate_metrics import GateEvaluation
 from train.hub import PushError, push_adapter
 from train.model_card import render_model_card
@@ -139,6 +140,7 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     check_args(training_args, model_args)
+    check_weight(data_args.decision_loss_weight)
     set_seed(training_args.seed)
 
     # ---------------- checkpoint ----------------
@@ -206,8 +208,9 @@ def main(data_args: DecomposerDataArguments, training_args: SFTConfig, model_arg
         gate = GateEvaluation(
             tokenizer, eval_ds, data_args.gate_eval_steps, training_args.output_dir, patience=data_args.gate_patience
         )
-    trainer = SFTTrainer(
+    trainer = DecisionWeightedSFTTrainer(
         model=model_path,
+        decision_loss_weight=data_args.decision_loss_weight,
         args=training_args,
         train_dataset=train_ds,
         processing_class=tokenizer,
