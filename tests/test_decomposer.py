@@ -259,6 +259,16 @@ def test_merged_adapter_decomposes_like_the_adapter(trained, tiny_model_dir, tmp
     stamp = (out / "model.safetensors").stat().st_mtime_ns
     assert merge(adapter, out, model=str(tiny_model_dir)) == out  # the same adapter: kept as it is
     assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    write_calibration(  # recalibrated after the merge: the merged folder follows, the weights stay
+        adapter, operating_point([True], [0.4], 0.2), True, target_precision=0.9, split="validation", examples=1
+    )
+    merge(adapter, out, model=str(tiny_model_dir))
+    assert (out / "model.safetensors").stat().st_mtime_ns == stamp
+    assert HFDecomposer(model=str(out), max_new_tokens=24).threshold == 0.2
+    write_calibration(
+        adapter, operating_point([True], [0.4], 0.37), True, target_precision=0.9, split="validation", examples=1
+    )
+    merge(adapter, out, model=str(tiny_model_dir))
 
     prompts = [PROMPT, "Write one haiku about rain.", "Summarise: the meeting moved to Tuesday."]
     lora = HFDecomposer(model=str(tiny_model_dir), adapter=str(adapter), max_new_tokens=24)

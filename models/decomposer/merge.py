@@ -49,6 +49,16 @@ def merged_record(out: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
+def copy_recorded(adapter: Path, out: Path) -> None:
+    """The adapter's output format and gate calibration, next to the merged weights (each
+    written atomically; a file the adapter no longer has is removed)."""
+    for name in (FORMAT_FILE, CALIBRATION_FILE):
+        if (adapter / name).is_file():
+            atomic_write_text(out / name, (adapter / name).read_text(encoding="utf-8"))
+        else:
+            (out / name).unlink(missing_ok=True)
+
+
 def merge(adapter: str | Path, out: str | Path, model: str = DEFAULT_DECOMPOSER, dtype: str = "float32") -> Path:
     """Write the merged folder (atomically: built next to `out`, then renamed); an `out`
     merged from the same adapter weights is kept as it is."""
@@ -61,6 +71,7 @@ def merge(adapter: str | Path, out: str | Path, model: str = DEFAULT_DECOMPOSER,
     digest = sha256(adapter / "adapter_model.safetensors")
     done = merged_record(out)
     if done and done.get("adapter_sha256") == digest:
+        copy_recorded(adapter, out)  # the weights are the same; a recalibrated threshold still travels
         return out
     from peft import PeftModel
 
@@ -72,9 +83,7 @@ def merge(adapter: str | Path, out: str | Path, model: str = DEFAULT_DECOMPOSER,
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    for name in (FORMAT_FILE, CALIBRATION_FILE):
-        if (adapter / name).is_file():
-            shutil.copy2(adapter / name, tmp / name)
+    copy_recorded(adapter, tmp)
     record = {
         "adapter": str(adapter),
         "adapter_sha256": digest,
