@@ -35,7 +35,7 @@ $py -m models.decomposer.batch --model qwen2.5-coder-0.5b-instruct --adapter out
 2. Please bring your laptop.
 3. Lunch will be provided."
 echo "== 6/7 the same prompt with the committed adapter (decision gate at its calibrated threshold, then the grammar; transformers backend)"
-$py -m models.decomposer.batch --model qwen2.5-coder-0.5b-instruct --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v3 \
+$py -m models.decomposer.batch --model qwen2.5-coder-0.5b-instruct --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v4 \
     --prompt "Translate these sentences into French:
 1. The meeting starts at nine.
 2. Please bring your laptop.

@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", required=True)
     parser.add_argument("--model", default=DEFAULT_DECOMPOSER)
     parser.add_argument("--merged", help="the adapter merged into its base (python -m models.decomposer.merge)")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        help="the gate's threshold for the adapter and the merged model alike (default: the adapter's calibrated "
+        "one), e.g. the one `python -m eval.decomposer.calibrate --prior 0.1` gives for real traffic",
+    )
     parser.add_argument("--split", default="outputs/data/default/test.jsonl")
     parser.add_argument("--negatives", type=int, default=27)
     parser.add_argument("--positives", type=int, default=3)
@@ -197,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     options: dict[str, Any] = {"model": args.model, "adapter": args.adapter}
+    if args.threshold is not None:
+        if not 0.0 <= args.threshold <= 1.0:
+            print(f"error: --threshold must be in [0, 1], not {args.threshold}", file=sys.stderr)
+            return 2
+        options["threshold"] = args.threshold
     if args.backend == "vllm":
         options["prefix_caching"] = False
     try:

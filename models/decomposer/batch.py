@@ -1,7 +1,7 @@
 """Decompose prompts with the decomposer, on any backend.
 
     python -m models.decomposer.batch --model qwen2.5-coder-0.5b-instruct \\
-        --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v3 \\
+        --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v4 \\
         --backend hf --prompt "Give me 3 slogans for a bakery"
 
     python -m models.decomposer.batch --backend vllm --adapter A --input prompts.jsonl --output out.jsonl

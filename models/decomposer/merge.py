@@ -1,7 +1,7 @@
 """Merge a decomposer adapter into its base weights: one plain model folder that any
 backend serves without LoRA.
 
-    python -m models.decomposer.merge --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v3 \\
+    python -m models.decomposer.merge --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v4 \\
         [--model qwen2.5-coder-0.5b-instruct] [--out outputs/merged/<adapter name>]
 
 The folder holds the merged weights (safetensors, the base's dtype), the tokenizer, and the

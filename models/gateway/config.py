@@ -18,7 +18,7 @@ from pydantic import Field, model_validator
 from data_prep.config import StrictModel, load_yaml_config
 from models.weights.registry import DEFAULT_DECOMPOSER
 
-DEFAULT_ADAPTER = "artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v3"
+DEFAULT_ADAPTER = "artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v4"
 
 
 class AnswerServer(StrictModel):

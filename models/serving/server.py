@@ -2,7 +2,7 @@
 structured outputs on the guidance backend; the CPU fixes of `models.serving.vllm_env` applied.
 
     python -m models.serving.server start --model qwen2.5-coder-0.5b-instruct \\
-        --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v3
+        --adapter artifacts/adapters/qwen2.5-coder-0.5b-lora-cpu-anchor-v4
     python -m models.serving.server status
     python -m models.serving.server stop
 
