@@ -47,6 +47,10 @@ class JudgeConfig(StrictModel):
 class E2EConfig(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     split: str  # gold schema records (JSONL): the held-out test split
+    # A reference set (data/raw/reference: schema records + gold answers per item): when set,
+    # it is the gold set instead of `split`, and the report scores serial and parallel answers
+    # against its references (eval.e2e.reference).
+    references: str | None = None
     work_dir: str  # per-prompt checkpoints; a rerun resumes here
     report_dir: str = "artifacts/eval/reports"  # the report goes to <report_dir>/<date>-<name>/
     limit: int | None = Field(default=None, ge=1)  # prompts run end to end (stratified by category)

@@ -274,3 +274,52 @@ def test_e2e_on_vllm_matches_the_executor_and_judges_with_vllm(tmp_path, tiny_mo
     assert verdicts and all(set(v["picks"]) <= {"A", "B", "tie"} for v in verdicts)
     assert all(abs(sum(p) - 1) < 1e-3 for v in verdicts for p in v["probs"])
     assert all(v["verdict"] in ("win", "tie", "loss") for v in verdicts)
+
+
+def test_e2e_with_references_scores_answers_against_gold(tmp_path, tiny_model_dir):
+    """A config with `references:` takes the reference set as its gold set and adds the
+    reference-based tables and plot; the oracle's split answers and the rules' are scored."""
+    model = str(tiny_model_dir)
+    refs = tmp_path / "refs.jsonl"
+    lines = (ROOT / "data" / "raw" / "reference" / "en.jsonl").read_text(encoding="utf-8").splitlines()
+    refs.write_text("\n".join(lines[3:9]) + "\n", encoding="utf-8")  # translation .. sentiment: short prompts
+    config = tmp_path / "e2e.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ref",
+                "split": str(tmp_path / "unused.jsonl"),
+                "references": str(refs),
+                "work_dir": str(tmp_path / "work"),
+                "report_dir": str(tmp_path / "reports"),
+                "decomposers": [{"name": "oracle", "backend": "gold"}, {"name": "rules", "backend": "rules"}],
+                "engines": ["executor"],
+                "answer": {"model": model, "serial_max_new_tokens": 8, "branch_max_new_tokens": 4},
+                "judge": None,
+            }
+        )
+    )
+    proc = _e2e(config)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (report,) = (tmp_path / "reports").iterdir()
+    res = json.loads((report / "results.json").read_text())
+    ref = res["reference"]["oracle@executor"]
+    assert ref["overall"]["prompts"] == 6 and ref["split"] == 6
+    assert set(ref["by_category"]) == {
+        "translation",
+        "language_correction",
+        "named_entity_recognition",
+        "keyword_extraction",
+        "sentiment_analysis",
+    }
+    for row in ref["prompts"]:
+        assert all(0.0 <= s <= 1.0 for s in row["serial"] + row["parallel"])
+    assert "rules@executor" in res["reference"]
+    assert (report / "reference_retention.png").stat().st_size > 1000
+    assert "## Reference-based quality (no judge)" in (report / "report.md").read_text()
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(lines[0].replace('"references"', '"refs"') + "\n", encoding="utf-8")
+    config.write_text(config.read_text().replace(str(refs), str(bad)))
+    proc = _e2e(config)
+    assert proc.returncode == 2 and "bad reference line" in proc.stderr and "Traceback" not in proc.stderr

@@ -14,6 +14,7 @@ from data_prep.jsonl_io import atomic_write_text, read_jsonl_repairing
 from eval.config import E2EConfig
 from eval.e2e import metrics as e2e_metrics
 from eval.e2e.metrics import aggregate, prompt_rows
+from eval.e2e.reference_report import plot_reference, reference_markdown, reference_results
 from eval.e2e.workdir import Workdir, control_pairs
 from eval.provenance import git_commit, machine_description
 
@@ -30,7 +31,8 @@ def build_results(cfg: E2EConfig, gold, subset, decomps, answers, work: Workdir,
             preds = {r["id"]: r for r in read_jsonl_repairing(work.decompositions("quality", spec.name))}
         quality[spec.name] = evaluate_predictions(preds, gold_by_id)
     verdicts = {v["key"]: v for v in read_jsonl_repairing(work.judge)}
-    controls = [verdicts[k] for k in control_pairs(cfg, subset, answers) if k in verdicts]
+    pairs = control_pairs(cfg, subset, answers) if cfg.judge is not None else {}  # judge: null runs no judge
+    controls = [verdicts[k] for k in pairs if k in verdicts]
     rows = prompt_rows(cfg, subset, decomps, answers, verdicts)
     groups: dict[str, dict[str, Any]] = {"overall": {}, "by_category": {}, "by_language": {}}
     keyed: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
@@ -63,6 +65,7 @@ def build_results(cfg: E2EConfig, gold, subset, decomps, answers, work: Workdir,
         },
         "quality": quality,
         "e2e": groups,
+        "reference": reference_results(cfg, subset, decomps, answers) if cfg.references else None,
         "prompts": rows,
     }
 
@@ -79,7 +82,7 @@ def markdown(res: dict[str, Any], plots: list[str]) -> str:
         "",
         f"- command: `{res['command']}` (commit {res['commit']})",
         f"- machine: {res['machine']}",
-        f"- split: `{cfg['split']}` ({res['split_size']} prompts for decomposition quality; "
+        f"- split: `{cfg.get('references') or cfg['split']}` ({res['split_size']} prompts for decomposition quality; "
         f"{res['subset_size']} run end to end, stratified by category, seed {cfg['seed']})",
         f"- answer model: {cfg['answer']['model']} ({cfg['answer']['dtype']}), system prompt "
         f"{cfg['answer']['system_prompt']!r}; serial max {cfg['answer']['serial_max_new_tokens']} tokens, "
@@ -136,6 +139,8 @@ def markdown(res: dict[str, Any], plots: list[str]) -> str:
         lines.append(
             f"| {name} | " + " | ".join(_fmt(q["by_language"][lang]["parallelizable_f1"]) for lang in langs) + " |"
         )
+    if res.get("reference"):
+        lines += ["", *reference_markdown(res["reference"])]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     lines += [
         "",
@@ -233,6 +238,6 @@ def write_report(res: dict[str, Any], cfg: E2EConfig) -> Path:
     out = Path(cfg.report_dir) / f"{res['date']}-{res['name']}"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "results.json", json.dumps(res, indent=2, ensure_ascii=False) + "\n")
-    plots = plot(res, out)
+    plots = plot(res, out) + plot_reference(res.get("reference") or {}, out)
     atomic_write_text(out / "report.md", markdown(res, plots))
     return out

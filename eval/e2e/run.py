@@ -34,6 +34,7 @@ from data_prep.jsonl_io import append_jsonl, sidecar
 from data_prep.schema import Record
 from data_prep.splits import load_split
 from eval.config import DecomposerSpec, E2EConfig, load_e2e_config
+from eval.e2e.reference import ReferenceError, load_references
 from eval.e2e.workdir import (
     Workdir,
     answer_pair,
@@ -48,6 +49,11 @@ from eval.e2e.workdir import (
 
 STAGES = ("decompose", "answers", "judge", "report")
 WARMUP_PROMPT = "Say hello."
+
+
+def load_gold(cfg: E2EConfig) -> list[Record]:
+    """The gold records: the reference set's when the config names one, else the split's."""
+    return [r.record for r in load_references(cfg.references)] if cfg.references else load_split(cfg.split)
 
 
 def select_subset(gold: list[Record], limit: int | None, seed: int) -> list[Record]:
@@ -219,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = load_e2e_config(args.config, {"limit": args.limit} if args.limit else None)
-        gold = load_split(cfg.split)
-    except ConfigError as err:
+        gold = load_gold(cfg)
+    except (ConfigError, ReferenceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from models.decomposer import DecomposerError, PromptError
