@@ -23,7 +23,6 @@ prompts (`bootstrap_retention`).
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import unicodedata
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from data_prep.loaders import DataFormatError, load_schema_jsonl
 from data_prep.schema import Record, check_record, errors
 
 CHRF_MODULE = str(Path(__file__).resolve().parents[1] / "metrics" / "chrf")
@@ -65,45 +65,35 @@ class ReferencePrompt:
 def load_references(path: str | Path) -> list[ReferencePrompt]:
     """A reference file or folder of `*.jsonl`; every line is checked (schema rules, one
     reference per data item in order, non-empty answers), all errors named at once."""
-    path = Path(path)
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    if not files or not all(f.is_file() for f in files):
-        raise ReferenceError(f"{path}: no reference JSONL file there")
-    out, problems = [], []
-    for f in files:
-        for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            where = f"{f.name}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                problems.append(f"{where}: not JSON ({err.msg})")
-                continue
-            refs = obj.pop("references", None)
-            bad = errors(check_record(obj))
-            if bad:
-                problems.append(f"{where}: {bad[0]}")
-                continue
-            rec = Record.model_validate(obj)
-            if rec.category not in SCORED or not rec.data:
-                problems.append(f"{where}: category {rec.category!r} with data items is needed for a reference")
-                continue
-            if not isinstance(refs, list) or [r.get("item") for r in refs if isinstance(r, dict)] != rec.data:
-                problems.append(f"{where}: `references` must hold one {{item, answers}} per data item, in order")
-                continue
-            if not all(
-                isinstance(r.get("answers"), list)
-                and r["answers"]
-                and all(isinstance(a, str) and a.strip() for a in r["answers"])
-                for r in refs
-            ):
-                problems.append(f"{where}: every reference needs a non-empty list of non-empty answers")
-                continue
-            out.append(ReferencePrompt(rec, tuple(ReferenceItem(r["item"], tuple(r["answers"])) for r in refs)))
-    if problems:
-        raise ReferenceError(f"{len(problems)} bad reference line(s): " + "; ".join(problems[:10]))
+    try:
+        raw, problems = load_schema_jsonl(path)
+    except DataFormatError as err:
+        raise ReferenceError(str(err)) from None
+    bad = [f"{p.origin}: {p.reason}" for p in problems]
+    out = []
+    for r in raw:
+        obj = dict(r.fields)
+        refs = obj.pop("references", None)
+        violations = errors(check_record(obj))
+        if violations:
+            bad.append(f"{r.origin}: {violations[0]}")
+            continue
+        rec = Record.model_validate(obj)
+        if rec.category not in SCORED or not rec.data:
+            bad.append(f"{r.origin}: category {rec.category!r} with data items is needed for a reference")
+        elif not isinstance(refs, list) or [x.get("item") for x in refs if isinstance(x, dict)] != rec.data:
+            bad.append(f"{r.origin}: `references` must hold one {{item, answers}} per data item, in order")
+        elif not all(_answers_ok(x.get("answers")) for x in refs):
+            bad.append(f"{r.origin}: every reference needs a non-empty list of non-empty answers")
+        else:
+            out.append(ReferencePrompt(rec, tuple(ReferenceItem(x["item"], tuple(x["answers"])) for x in refs)))
+    if bad:
+        raise ReferenceError(f"{len(bad)} bad reference line(s): " + "; ".join(bad[:10]))
     return out
+
+
+def _answers_ok(answers: Any) -> bool:
+    return isinstance(answers, list) and bool(answers) and all(isinstance(a, str) and a.strip() for a in answers)
 
 
 def normalize(text: str) -> str:
