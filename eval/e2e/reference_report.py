@@ -118,7 +118,8 @@ def plot_reference(res: dict[str, Any], out: Path) -> list[str]:
             ax.bar(xs, ys, width, yerr=err, capsize=2, label=system)
         ax.set_xticks([x + 0.4 - width / 2 for x in range(len(keys))], keys, rotation=40, ha="right", fontsize=8)
         ax.axhline(1.0, color="grey", lw=0.8)
-        ax.set_title(f"reference-based retention {split.replace('_', ' ')} (95% bootstrap CI)")
+        ax.set_ylim(0, 2.5)  # a group with few prompts can have an interval far above; the table has it
+        ax.set_title(f"reference-based retention {split.replace('_', ' ')} (95% bootstrap CI, axis cut at 2.5)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "reference_retention.png", dpi=120)
