@@ -363,3 +363,24 @@ def test_a_launch_of_a_missing_merged_folder_is_a_clear_error():
     with pytest.raises(ServeError, match="does not exist .*models.decomposer.merge"):
         server.start("outputs/merged/not-merged-yet", [], port=free_port())
     assert server.looks_local("outputs/merged/x") and not server.looks_local("Qwen/Qwen2.5-0.5B-Instruct")
+
+
+def test_sampled_branches_carry_seeds_unless_the_config_turns_them_off():
+    from data_prep.schema import Record
+    from models.gateway.app import Gateway
+
+    rec = Record(
+        id="x",
+        source="t",
+        language="en",
+        prompt="Give me 3 slogans for a bakery",
+        parallelizable=True,
+        category="repeated_generation",
+        template="Give me 1 slogan for a bakery",
+        n=3,
+    )
+    body = {"model": "m", "messages": [{"role": "user", "content": rec.prompt}], "seed": 7}
+    seeded = Gateway(GatewayConfig(), client=object()).branch_bodies(body, rec)
+    assert [b["seed"] for b in seeded] == [7, 8, 9] and all(b["temperature"] > 0 for b in seeded)
+    unseeded = Gateway(GatewayConfig(branch_seeds=False), client=object()).branch_bodies(body, rec)
+    assert all("seed" not in b and b["temperature"] > 0 for b in unseeded) and len(unseeded) == 3

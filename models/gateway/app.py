@@ -181,7 +181,10 @@ class Gateway:
             b["max_tokens"] = min(cap, self.cfg.branch_max_tokens) if cap else self.cfg.branch_max_tokens
             if rec.n is not None:  # identical sub-prompts: sample, one seed each, so the n outputs differ
                 b["temperature"] = body.get("temperature") or self.cfg.repeat_temperature
-                b["seed"] = int(body.get("seed") or 0) + i
+                if self.cfg.branch_seeds:
+                    b["seed"] = int(body.get("seed") or 0) + i
+                else:  # one shared client seed would also make the n outputs identical
+                    b.pop("seed", None)
             bodies.append(b)
         return bodies
 

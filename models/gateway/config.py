@@ -61,6 +61,11 @@ class GatewayConfig(StrictModel):
     max_branches: int = Field(default=16, ge=2)  # a decomposition with more sub-prompts runs serially
     branch_max_tokens: int = Field(default=256, ge=1)  # per branch; a request's max_tokens lowers it
     repeat_temperature: float = Field(default=0.7, gt=0)  # n identical sub-prompts need sampling to differ
+    # one seed per sampled branch (the request's seed + i: reproducible n outputs). false on a
+    # vLLM-CPU answer server: there a seeded request whose sampled token is discarded (a chunked
+    # prefill step) kills the engine ("CPU Generator does not use offset", measured under load
+    # in artifacts/bench/gateway-merged-v4); unseeded branches still differ, by sampling
+    branch_seeds: bool = True
     # where branches run: "upstream" (the answer server, the conversation kept) or "executor" (the
     # masked-attention executor in process: the last user turn only, the default system prompt);
     # serial requests always go to the answer server
